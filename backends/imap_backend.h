@@ -1,0 +1,50 @@
+/*
+ * imap_backend.h - the backend over an upstream IMAP server (libetpan).
+ *
+ * libetpan only formats commands and parses responses; every byte goes
+ * through popgate's own transport (imap_transport.h: OpenSSL 3, poll(),
+ * certificate and host name verification, deadlines).  The connection is
+ * opened lazily by the first login() call.
+ */
+#ifndef POPGATE_IMAP_BACKEND_H
+#define POPGATE_IMAP_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+enum upstream_tls {
+	UPSTREAM_TLS_NONE,     /* plain IMAP (loopback, test rigs) */
+	UPSTREAM_TLS_STARTTLS, /* plain connect, then STARTTLS (required) */
+	UPSTREAM_TLS_IMPLICIT, /* TLS from the first octet (port 993) */
+};
+
+struct upstream_settings {
+	const char *host;
+	unsigned port;
+	enum upstream_tls tls;
+	const char *ca_file;      /* NULL: the system trust store */
+	bool verify;              /* chain + host name; default true */
+	const char *server_name;  /* SNI and name to verify; NULL: host */
+	const char *folder;       /* default "INBOX" */
+	uint64_t connect_timeout_ms;
+	uint64_t command_timeout_ms;
+	bool forward_client_ip;   /* send IMAP ID x-originating-ip/port */
+};
+
+/* Where the POP3 client connects from, for IMAP ID and for logs. */
+struct client_origin {
+	const char *ip;   /* numeric address */
+	unsigned port;
+};
+
+/*
+ * Create a backend for one session.  SET and ORIGIN are borrowed and must
+ * outlive the backend.  Returns NULL only on allocation failure; nothing is
+ * connected until login().  Free with backend_free().
+ */
+struct backend *imap_backend_new(const struct upstream_settings *set,
+				 const struct client_origin *origin);
+
+#endif
