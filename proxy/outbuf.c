@@ -1,0 +1,65 @@
+/*
+ * outbuf.c - a growable byte buffer with one flush operation.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "outbuf.h"
+
+struct outbuf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+
+struct outbuf *outbuf_new(void)
+{
+	return calloc(1, sizeof(struct outbuf));
+}
+
+void outbuf_free(struct outbuf *ob)
+{
+	if (ob == NULL)
+		return;
+	free(ob->data);
+	free(ob);
+}
+
+int outbuf_append(struct outbuf *ob, const void *data, size_t len)
+{
+	if (len == 0)
+		return 0;
+	if (len > SIZE_MAX / 2 - ob->len)
+		return -1;
+	if (ob->len + len > ob->cap) {
+		size_t cap = ob->cap != 0 ? ob->cap : 1024;
+		char *p;
+
+		while (cap < ob->len + len)
+			cap *= 2;
+		p = realloc(ob->data, cap);
+		if (p == NULL)
+			return -1;
+		ob->data = p;
+		ob->cap = cap;
+	}
+	memcpy(ob->data + ob->len, data, len);
+	ob->len += len;
+	return 0;
+}
+
+size_t outbuf_length(const struct outbuf *ob)
+{
+	return ob->len;
+}
+
+int outbuf_flush(struct outbuf *ob, outbuf_write_fn *write, void *ctx)
+{
+	int ret = 0;
+
+	if (ob->len > 0)
+		ret = write(ctx, ob->data, ob->len);
+	ob->len = 0;
+	return ret < 0 ? -1 : 0;
+}
