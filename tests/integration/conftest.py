@@ -29,7 +29,7 @@ TARGET = os.environ.get("POPGATE_TARGET", "popgate")
 # use them must not depend on their mailbox contents.
 POOL = 400
 SPECIAL_USERS = {
-    "spaces": "  pass word  ",          # X-V0011: leading/trailing spaces
+    "spaces": "pass  word  ",           # X-V0011: interior/trailing spaces
     "utf8": "p\u00e4ssw\u00f6rd",         # 8-bit octets in PASS (O-C0003)
 }
 

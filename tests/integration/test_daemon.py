@@ -1,0 +1,218 @@
+"""The daemon around the sessions: configuration check, limits, upstream
+failures, signals and the event log."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+import popgate as popgate_lib
+from dovecot import free_port
+from messages import five
+from pop3client import RawPOP3
+
+pytestmark = pytest.mark.popgate_only
+
+TOP = popgate_lib.TOP
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return str(path)
+
+
+def test_config_check_accepts_generated(tmp_path, sandbox):
+    cfg = popgate_lib.base_config(sandbox.port, free_port())
+    path = write(tmp_path / "ok.conf", popgate_lib.render_config(cfg))
+    status, err = popgate_lib.check_config(path)
+    assert status == 0, err
+    assert "popgate: configuration %s is ok" % path in err
+
+
+def test_config_check_rejects_unknown_key_with_line(tmp_path, sandbox):
+    cfg = popgate_lib.base_config(sandbox.port, free_port())
+    lines = popgate_lib.render_config(cfg).splitlines()
+    at = lines.index("upstream = {") + 1
+    lines.insert(at + 1, "  no_such_key = 1;")
+    path = write(tmp_path / "bad.conf", "\n".join(lines) + "\n")
+    status, err = popgate_lib.check_config(path)
+    assert status == 1
+    # Lines count from 1; the inserted line is lines[at + 1].
+    assert "%s:%d:" % (path, at + 2) in err, err
+    assert "no_such_key" in err
+
+
+@pytest.mark.parametrize("group,key,value", [
+    ("pop3", "max_command_size", "39"),
+    ("pop3", "login_type", '"sometimes"'),
+    ("daemon", "drain_time", '"30 seconds"'),
+    ("upstream", "tls", '"maybe"'),
+])
+def test_config_check_rejects_bad_values(tmp_path, sandbox, group, key, value):
+    cfg = popgate_lib.base_config(sandbox.port, free_port())
+    cfg[group].pop(key, None)
+    lines = popgate_lib.render_config(cfg).splitlines()
+    at = lines.index("%s = {" % group) + 1
+    lines.insert(at, "  %s = %s;" % (key, value))
+    path = write(tmp_path / "bad.conf", "\n".join(lines) + "\n")
+    status, err = popgate_lib.check_config(path)
+    assert status == 1
+    assert "%s:%d:" % (path, at + 1) in err, err
+
+
+def test_config_check_tls_listener_needs_certificate(tmp_path, sandbox):
+    cfg = popgate_lib.base_config(sandbox.port, free_port())
+    cfg["listen"].append({"address": "127.0.0.1", "port": free_port(),
+                          "tls": True})
+    path = write(tmp_path / "notls.conf", popgate_lib.render_config(cfg))
+    status, err = popgate_lib.check_config(path)
+    assert status == 1, err
+    assert path in err
+
+
+def test_config_check_accepts_example(tmp_path, sandbox):
+    example = os.path.join(TOP, "etc", "popgate.conf.example")
+    if not os.path.exists(example):
+        pytest.fail("etc/popgate.conf.example is missing")
+    with open(example) as f:
+        text = f.read()
+    # The example names system paths; point them at the sandbox's files.
+    text = re.sub(r'(certificate\s*=\s*)"[^"]*"', r'\1"%s"' % sandbox.cert, text)
+    text = re.sub(r'(\bkey\s*=\s*)"[^"]*"', r'\1"%s"' % sandbox.key, text)
+    path = write(tmp_path / "example.conf", text)
+    status, err = popgate_lib.check_config(path)
+    assert status == 0, err
+
+
+def test_listening_and_session_events(user, popgate):
+    uids = user.fill(five())
+    with RawPOP3(popgate.host, popgate.port) as c:
+        c.login(user.name, user.password)
+        c.ok("DELE 1")
+        c.ok("QUIT")
+        assert c.at_eof()
+    assert popgate.log_lines("listening")
+    m = popgate.wait_log(r"[^\n]*event=update[^\n]*")
+    assert m, popgate.log()
+    assert "user=%s" % user.name in m.group(0)
+    assert re.search(r"expunged=%d\b" % uids[0], m.group(0)), m.group(0)
+    assert popgate.wait_log(r"event=disconnect")
+    for ev in ("connect", "login"):
+        assert popgate.log_lines(ev), popgate.log()
+    sids = set(re.findall(r"sid=(\S+)", "\n".join(popgate.log_lines("login"))))
+    assert len(sids) == 1
+    assert user.password not in popgate.log()
+
+
+def test_upstream_down_is_sys_temp(user, make_popgate):
+    """Nothing listens on the upstream port: -ERR [SYS/TEMP], no crash."""
+    pg = make_popgate(upstream_port=free_port())
+    with RawPOP3(pg.host, pg.port) as c:
+        responses = [c.greeting]
+        if c.greeting.startswith(b"+OK"):
+            responses.append(c.cmd("USER " + user.name))
+        if responses[-1].startswith(b"+OK"):
+            responses.append(c.cmd("PASS " + user.password))
+        assert responses[-1].startswith(b"-ERR [SYS/TEMP]"), responses
+    assert pg.wait_log(r"event=upstream_error"), pg.log()
+    # The listener survives.
+    with RawPOP3(pg.host, pg.port) as c:
+        assert c.greeting.startswith(b"+OK")
+
+
+def test_max_connections_refuses_extra_client(user, make_popgate):
+    pg = make_popgate({"daemon": {"max_connections": 2}})
+    first = RawPOP3(pg.host, pg.port)
+    second = RawPOP3(pg.host, pg.port)
+    try:
+        assert first.greeting.startswith(b"+OK")
+        assert second.greeting.startswith(b"+OK")
+        with RawPOP3(pg.host, pg.port) as third:
+            assert third.greeting.startswith(b"-ERR [SYS/TEMP]"), third.greeting
+            assert third.at_eof()
+        first.ok("QUIT")
+        first.close()
+        # The freed slot becomes usable once popgate has reaped the session.
+        deadline = time.monotonic() + 5
+        while True:
+            with RawPOP3(pg.host, pg.port) as again:
+                if again.greeting.startswith(b"+OK"):
+                    break
+            assert time.monotonic() < deadline, "slot never freed"
+            time.sleep(0.05)
+        second.ok("NOOP")
+    finally:
+        first.close()
+        second.close()
+
+
+def connect_refused(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.settimeout(2)
+            return s.recv(100) == b""
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_sigterm_drains_running_session(user, make_popgate):
+    uids = user.fill(five())
+    pg = make_popgate({"daemon": {"drain_time": "20s"}})
+    c = RawPOP3(pg.host, pg.port)
+    try:
+        c.login(user.name, user.password)
+        pg.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not connect_refused(pg.host, pg.port):
+            assert time.monotonic() < deadline, "still accepting after SIGTERM"
+            time.sleep(0.05)
+        # The running session carries on until its QUIT.
+        c.multi("RETR 1")
+        c.ok("DELE 1")
+        assert c.cmd("QUIT").startswith(b"+OK")
+        assert c.at_eof()
+    finally:
+        c.close()
+    started = time.monotonic()
+    assert pg.wait(10) == 0, pg.log()
+    assert time.monotonic() - started < 10
+    assert [m[0] for m in user.messages()] == uids[1:]
+
+
+def test_sigterm_drain_time_ends_idle_session(user, make_popgate):
+    uids = user.fill(five())
+    pg = make_popgate({"daemon": {"drain_time": "1s"}})
+    c = RawPOP3(pg.host, pg.port)
+    try:
+        c.login(user.name, user.password)
+        c.ok("DELE 1")
+        pg.signal(signal.SIGTERM)
+        c.sock.settimeout(10)
+        line = c.read_line()
+        assert line.startswith(b"-ERR [SYS/TEMP]"), line
+        assert c.at_eof()
+    finally:
+        c.close()
+    assert pg.wait(10) == 0, pg.log()
+    # Cut before QUIT: nothing deleted.
+    assert [m[0] for m in user.messages()] == uids
+
+
+def test_runs_as_configured_user(user, popgate):
+    if os.geteuid() != 0:
+        pytest.skip("only meaningful as root")
+    with RawPOP3(popgate.host, popgate.port) as c:
+        c.login(user.name, user.password)
+        out = subprocess.run(["ps", "-o", "user=", "--ppid",
+                              str(popgate.proc.pid)],
+                             stdout=subprocess.PIPE, timeout=10).stdout
+        owners = set(out.decode().split())
+        c.ok("QUIT")
+    assert owners and owners <= {"nobody"}, owners

@@ -1,0 +1,305 @@
+"""Rows of the behaviour profile (SPEC.md) where the upstream matters.
+Each test names the statement id it checks."""
+
+import re
+import ssl
+import time
+
+import pytest
+
+from messages import demo_messages, five, simple
+from pop3client import RawPOP3, insecure_tls_context, pop3_message, top_of
+
+popgate_only = pytest.mark.popgate_only
+
+
+def login(connect, user):
+    c = connect()
+    c.login(user.name, user.password)
+    return c
+
+
+def test_X_V0004_stat_has_nothing_after(user, connect):
+    """X-V0004: STAT is "+OK count octets" and nothing more."""
+    user.fill(five())
+    c = login(connect, user)
+    resp = c.ok("STAT")
+    total = sum(len(pop3_message(user.fetch(u))) for u, _, _ in user.messages())
+    assert resp == b"+OK 5 %d\r\n" % total
+
+
+def test_X_V0005_list_format_and_errors(user, connect):
+    """X-V0005: scan listing "n octets" only; LIST of a deleted or missing
+    message is -ERR."""
+    user.fill(five())
+    c = login(connect, user)
+    _, body = c.multi("LIST")
+    assert re.fullmatch(rb"(\d+ \d+\r\n){5}", body), body
+    assert re.fullmatch(rb"\+OK 3 \d+\r\n", c.ok("LIST 3"))
+    assert c.cmd("LIST 6").startswith(b"-ERR ")
+    c.ok("DELE 3")
+    assert c.cmd("LIST 3").startswith(b"-ERR ")
+    _, body = c.multi("LIST")
+    assert [l.split()[0] for l in body.splitlines()] == [b"1", b"2", b"4", b"5"]
+
+
+def test_X_C0011_bare_lf_dot_line_and_no_final_newline(user, connect):
+    """X-C0011: CRLF everywhere (bare LF upstream normalised), dot-stuffed,
+    a final CRLF added to a message without one; LIST sizes equal the octets
+    RETR delivers before stuffing (X 2.1.4/2.1.5)."""
+    msgs = demo_messages()
+    user.fill(msgs)
+    c = login(connect, user)
+    _, listing = c.multi("LIST")
+    sizes = [int(l.split()[1]) for l in listing.splitlines()]
+    for n, original in enumerate(msgs, 1):
+        expected = pop3_message(original)
+        c.ok("RETR %d" % n)
+        raw = c.read_multiline_raw()
+        assert raw == re.sub(rb"(?m)^\.", b"..", expected) + b".\r\n"
+        assert sizes[n - 1] == len(expected)
+
+
+def test_X_V0007_top(user, connect):
+    """X-V0007, O-C0034: headers, blank line, k body lines; k beyond the
+    body gives the whole message; a "." line is counted and stuffed."""
+    msgs = demo_messages()
+    user.fill(msgs)
+    dotted = pop3_message(msgs[2])
+    c = login(connect, user)
+    for k in (0, 1, 2, 3, 100):
+        _, body = c.multi("TOP 3 %d" % k)
+        assert body == top_of(dotted, k), k
+    _, body = c.multi("TOP 4 100")
+    assert body == pop3_message(msgs[3])
+    assert c.cmd("TOP 9 0").startswith(b"-ERR ")
+
+
+def test_O_C0026_deleted_message_is_gone(user, connect):
+    """O-C0026: after DELE n every reference to n is an error; RSET and NOOP
+    (O-C0029) answer +OK."""
+    user.fill(five())
+    c = login(connect, user)
+    c.ok("DELE 2")
+    for cmd in ("RETR 2", "TOP 2 0", "LIST 2", "UIDL 2", "DELE 2"):
+        assert c.cmd(cmd).startswith(b"-ERR "), cmd
+    assert c.ok("RSET").startswith(b"+OK")
+    assert c.ok("NOOP").startswith(b"+OK")
+    c.multi("RETR 2")
+
+
+def test_X_V0006_other_clients_deleted_survive(user, connect):
+    """X-V0006: another IMAP client flags A \\Deleted without expunging; the
+    POP3 session deletes B and QUITs; A still exists upstream."""
+    uids = user.fill(five())
+    c = login(connect, user)
+    with user.mailbox() as mb:
+        mb.flag(uids[0], [r"\Deleted"])
+    c.ok("DELE 2")
+    assert c.cmd("QUIT").startswith(b"+OK")
+    assert c.at_eof()
+    left = {uid: flags for uid, _, flags in user.messages()}
+    assert sorted(left) == [uids[0]] + uids[2:]
+    assert r"\Deleted" in left[uids[0]]
+
+
+def test_X_C0004_snapshot(user, connect):
+    """X-C0004: mail added upstream during the session is invisible; RETR
+    of a message expunged upstream meanwhile is -ERR and the session
+    carries on."""
+    uids = user.fill(five())
+    c = login(connect, user)
+    stat = c.ok("STAT")
+    with user.mailbox() as mb:
+        mb.append(simple(99))
+        mb.flag(uids[1], [r"\Deleted"])
+        mb.conn.expunge()
+    assert c.ok("STAT") == stat
+    _, listing = c.multi("LIST")
+    assert len(listing.splitlines()) == 5
+    assert c.cmd("RETR 2").startswith(b"-ERR ")
+    assert c.cmd("TOP 2 0").startswith(b"-ERR ")
+    c.multi("RETR 3")
+    c.ok("NOOP")
+    c.ok("QUIT")
+
+
+def test_X_2_1_3_two_sessions_of_one_user(user, connect):
+    """X 2.1.3: no exclusive lock: two sessions of one user at once."""
+    user.fill(five())
+    a = login(connect, user)
+    b = login(connect, user)
+    assert a.ok("STAT") == b.ok("STAT")
+    a.multi("RETR 1")
+    b.multi("RETR 1")
+    a.ok("QUIT")
+    b.ok("QUIT")
+
+
+def test_O_C0039_uidl_stable_across_sessions(user, connect):
+    """O-C0039/C0040, X-C0008/C0009: the same id in every session; two
+    copies of one message have different ids; ids are decimal and short."""
+    msg = simple(1)
+    user.fill([msg, msg, simple(2)])
+    first = login(connect, user)
+    _, ids1 = first.multi("UIDL")
+    first.ok("QUIT")
+    second = login(connect, user)
+    _, ids2 = second.multi("UIDL")
+    second.ok("QUIT")
+    assert ids1 == ids2
+    ids = [l.split()[1] for l in ids1.splitlines()]
+    assert len(set(ids)) == 3
+    assert all(re.fullmatch(rb"[0-9]{1,19}", i) for i in ids)
+    assert [int(i) for i in ids] == sorted(int(i) for i in ids)
+
+
+def test_X_V0008_user_always_ok(connect):
+    """X-V0008/V0009: USER is +OK whether or not the mailbox exists; the
+    check happens at PASS."""
+    c = connect()
+    assert c.cmd("USER no-such-user-here").startswith(b"+OK")
+    assert c.cmd("PASS whatever").startswith(b"-ERR [AUTH]")
+
+
+@popgate_only
+def test_X_V0011_password_keeps_spaces(make_user, connect):
+    """X-V0011: everything after the separator run is the password,
+    interior and trailing spaces included."""
+    u = make_user("spaces")
+    c = connect()
+    c.ok("USER " + u.name)
+    assert c.cmd("PASS \t " + u.password).startswith(b"+OK")
+
+
+def test_O_C0003_utf8_password(make_user, connect):
+    """O-C0003: 8-bit octets are accepted inside credentials."""
+    u = make_user("utf8")
+    c = connect()
+    c.ok("USER " + u.name)
+    assert c.cmd(b"PASS " + u.password.encode("utf-8")).startswith(b"+OK")
+
+
+@popgate_only
+def test_X_V0012_no_apop(user, connect):
+    """X-V0012: APOP is not supported."""
+    c = connect()
+    assert c.cmd("APOP %s 0123456789abcdef0123456789abcdef"
+                 % user.name).startswith(b"-ERR ")
+
+
+@popgate_only
+def test_X_V0010_secure_login_refuses_plaintext(user, make_popgate):
+    """X-V0010: under login_type "secure", USER/PASS on a plain connection
+    get -ERR with a reason."""
+    pg = make_popgate({"pop3": {"login_type": "secure"}})
+    with RawPOP3(pg.host, pg.port) as c:
+        assert c.cmd("USER " + user.name).startswith(b"-ERR ")
+        caps = c.multi("CAPA")[1].splitlines()
+        assert b"USER" not in caps
+
+
+@popgate_only
+def test_X_V0002_idle_timeout_deletes_nothing(user, make_popgate):
+    """X-V0002/X-V0003: on the authenticated idle timeout popgate says the
+    connection is closed, closes, and does not enter UPDATE."""
+    uids = user.fill(five())
+    pg = make_popgate({"pop3": {"timeout_authenticated": "2s",
+                                "timeout_unauthenticated": "1s"}})
+    with RawPOP3(pg.host, pg.port) as idle:
+        idle.sock.settimeout(10)
+        started = time.monotonic()
+        assert idle.read_line().startswith(b"-ERR")
+        assert time.monotonic() - started < 8
+    with RawPOP3(pg.host, pg.port) as c:
+        c.login(user.name, user.password)
+        c.ok("DELE 1")
+        c.multi("RETR 2")
+        c.sock.settimeout(10)
+        assert c.read_line().startswith(b"-ERR")
+        assert c.at_eof()
+    assert [m[0] for m in user.messages()] == uids
+    assert all(r"\Seen" not in f for _, _, f in user.messages())
+
+
+@popgate_only
+def test_retr_marks_seen_at_update_only(user, connect):
+    """Read-mark policy: RETR (not TOP) sets \\Seen upstream at QUIT."""
+    uids = user.fill(five())
+    c = login(connect, user)
+    c.multi("RETR 1")
+    c.multi("TOP 2 0")
+    with user.mailbox() as mb:
+        assert all(r"\Seen" not in f for _, _, f in mb.messages())
+    c.ok("QUIT")
+    assert c.at_eof()
+    flags = {uid: f for uid, _, f in user.messages()}
+    assert r"\Seen" in flags[uids[0]]
+    assert r"\Seen" not in flags[uids[1]]
+
+
+@popgate_only
+def test_max_command_size_line_rejected_session_survives(user, connect):
+    """X-E0006/E0007: a line over max_command_size gets -ERR with a reason
+    and the session survives or closes cleanly."""
+    c = connect()
+    resp = c.cmd("NOOP " + "x" * 600)
+    assert resp.startswith(b"-ERR ") and len(resp) <= 512
+    try:
+        assert c.cmd("CAPA").startswith(b"+OK")
+    except EOFError:
+        pass
+
+
+def tls_overrides(sandbox, port=None):
+    ov = {"tls": {"certificate": sandbox.cert, "key": sandbox.key}}
+    if port is not None:
+        ov["listen"] = [{"address": "127.0.0.1", "port": port}]
+    return ov
+
+
+@popgate_only
+def test_implicit_tls_listener(user, sandbox, make_popgate):
+    """X-E0001: an implicit-TLS listener next to the plain one."""
+    from dovecot import free_port
+    tls_port = free_port()
+    ov = tls_overrides(sandbox)
+    pg = make_popgate(ov)
+    pg.stop()
+    pg2 = make_popgate({**ov, "listen": [
+        {"address": "127.0.0.1", "port": pg.port},
+        {"address": "127.0.0.1", "port": tls_port, "tls": True}]})
+    user.fill(five())
+    with RawPOP3(pg2.host, tls_port, tls_context=insecure_tls_context()) as c:
+        assert c.greeting.startswith(b"+OK")
+        c.login(user.name, user.password)
+        _, body = c.multi("RETR 1")
+        assert body == pop3_message(user.fetch(user.messages()[0][0]))
+        c.ok("QUIT")
+
+
+@popgate_only
+def test_stls_discards_injected_commands(user, sandbox, make_popgate):
+    """RFC 2595 / CVE-2011-0411: "STLS\\r\\nCAPA\\r\\n" in one packet gets
+    no answer to the smuggled CAPA inside TLS; CAPA then lacks STLS."""
+    pg = make_popgate(tls_overrides(sandbox))
+    with RawPOP3(pg.host, pg.port) as c:
+        caps = c.multi("CAPA")[1].splitlines()
+        assert b"STLS" in caps
+        c.send(b"STLS\r\nCAPA\r\n")
+        assert c.read_line().startswith(b"+OK")
+        assert c.buf == b""
+        c.sock = insecure_tls_context().wrap_socket(
+            c.sock, server_hostname="localhost")
+        c.sock.settimeout(1.0)
+        try:
+            leaked = c.sock.recv(100)
+        except (TimeoutError, ssl.SSLError, OSError):
+            leaked = b""
+        assert leaked == b""
+        c.sock.settimeout(10)
+        caps = c.multi("CAPA")[1].splitlines()
+        assert b"STLS" not in caps
+        assert c.cmd("STLS").startswith(b"-ERR")
+        c.login(user.name, user.password)
+        c.ok("QUIT")
