@@ -1,0 +1,475 @@
+/*
+ * daemon.c - the master process: listeners, privileges, one child per
+ * session, and an orderly stop.
+ *
+ * Signals reach the master's poll() loop through a self-pipe, so the loop
+ * never misses one and no real work happens in a handler.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "daemon.h"
+#include "log.h"
+#include "monotime.h"
+#include "tls.h"
+
+#define LISTEN_BACKLOG 1024
+#define ACCEPTS_PER_WAKEUP 64
+/* After drain_time, sessions get this much more to finish an UPDATE they
+ * are in before they are killed. */
+#define STOP_GRACE_EXTRA_MS 5000
+
+struct listen_socket {
+	int fd;
+	const struct listener_config *config;
+};
+
+struct daemon {
+	const struct pg_config *cfg;
+	SSL_CTX *tls_ctx;
+	struct listen_socket *sockets;
+	size_t n_sockets;
+	pid_t *children;
+	size_t n_children;
+};
+
+static int signal_pipe[2] = { -1, -1 };
+static volatile sig_atomic_t stop_signal;
+static volatile sig_atomic_t child_stop_requested;
+
+static void master_signal_handler(int sig)
+{
+	int saved_errno = errno;
+	char byte = (char)sig;
+
+	if (sig == SIGTERM || sig == SIGINT)
+		stop_signal = sig;
+	/* A full pipe already guarantees a wake-up. */
+	(void)!write(signal_pipe[1], &byte, 1);
+	errno = saved_errno;
+}
+
+static void child_signal_handler(int sig)
+{
+	(void)sig;
+	child_stop_requested = 1;
+}
+
+static void set_handler(int sig, void (*handler)(int))
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = handler;
+	sigemptyset(&sa.sa_mask);
+	/* No SA_RESTART: a signal must interrupt poll(). */
+	sigaction(sig, &sa, NULL);
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("event=rlimit_failed error=\"%s\"",
+				 strerror(errno));
+	}
+}
+
+static int add_socket(struct daemon *d, int fd,
+		      const struct listener_config *l)
+{
+	struct listen_socket *grown;
+
+	grown = realloc(d->sockets, (d->n_sockets + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return -1;
+	d->sockets = grown;
+	d->sockets[d->n_sockets].fd = fd;
+	d->sockets[d->n_sockets].config = l;
+	d->n_sockets++;
+	return 0;
+}
+
+/* Bind every address L resolves to. */
+static int bind_listener(struct daemon *d, const struct listener_config *l)
+{
+	struct addrinfo hints, *res, *ai;
+	char port[16];
+	int gai;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(port, sizeof(port), "%u", l->port);
+	gai = getaddrinfo(l->address, port, &hints, &res);
+	if (gai != 0) {
+		log_error("event=bind_failed address=%s port=%u error=\"%s\"",
+			  l->address, l->port, gai_strerror(gai));
+		return -1;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		char host[NI_MAXHOST] = "?";
+		int one = 1, fd;
+
+		(void)getnameinfo(ai->ai_addr, ai->ai_addrlen, host,
+				  sizeof(host), NULL, 0, NI_NUMERICHOST);
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
+			    SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0)
+			goto fail;
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one,
+				 sizeof(one));
+		/* So that "::" and "0.0.0.0" can both be listed. */
+		if (ai->ai_family == AF_INET6)
+			(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+					 sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+		    listen(fd, LISTEN_BACKLOG) < 0 ||
+		    add_socket(d, fd, l) < 0) {
+			close(fd);
+			goto fail;
+		}
+		log_info("event=listening address=%s port=%u tls=%s", host,
+			 l->port, l->tls ? "yes" : "no");
+		continue;
+fail:
+		log_error("event=bind_failed address=%s port=%u error=\"%s\"",
+			  host, l->port, strerror(errno));
+		freeaddrinfo(res);
+		return -1;
+	}
+	freeaddrinfo(res);
+	return 0;
+}
+
+static int drop_privileges(const char *user)
+{
+	struct passwd *pw;
+
+	if (user == NULL) {
+		if (getuid() == 0 || geteuid() == 0) {
+			log_error("event=startup_failed error=\"refusing to "
+				  "run as root: set daemon.user\"");
+			return -1;
+		}
+		return 0;
+	}
+	errno = 0;
+	pw = getpwnam(user);
+	if (pw == NULL) {
+		log_error("event=startup_failed error=\"unknown user %s\"",
+			  user);
+		return -1;
+	}
+	if (geteuid() != 0) {
+		if (pw->pw_uid == geteuid())
+			return 0;
+		log_error("event=startup_failed error=\"cannot switch to "
+			  "user %s without root\"", user);
+		return -1;
+	}
+	if (initgroups(user, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+	    setuid(pw->pw_uid) < 0) {
+		log_error("event=startup_failed error=\"switching to user %s: "
+			  "%s\"", user, strerror(errno));
+		return -1;
+	}
+	/* If root can be regained, the drop did not happen. */
+	if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+		log_error("event=startup_failed error=\"privileges of root "
+			  "could be regained\"");
+		return -1;
+	}
+	log_info("event=privileges_dropped user=%s uid=%ld", user,
+		 (long)pw->pw_uid);
+	return 0;
+}
+
+static void reject_busy(int fd)
+{
+	static const char msg[] =
+		"-ERR [SYS/TEMP] Too many connections, try again later\r\n";
+
+	/* Best effort on a fresh socket whose send buffer is empty. */
+	(void)!send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
+}
+
+static void close_listeners(struct daemon *d)
+{
+	for (size_t i = 0; i < d->n_sockets; i++)
+		close(d->sockets[i].fd);
+	d->n_sockets = 0;
+}
+
+/* In the new session process: never returns. */
+static void run_child(struct daemon *d, const struct listen_socket *ls,
+		      int fd, const struct sockaddr_storage *peer,
+		      socklen_t peer_len, const sigset_t *orig_mask)
+{
+	struct client_params params = {
+		.cfg = d->cfg,
+		.listener = ls->config,
+		.tls_ctx = d->tls_ctx,
+		.stop_requested = &child_stop_requested,
+	};
+	sigset_t blocked;
+
+	close_listeners(d);
+	close(signal_pipe[0]);
+	close(signal_pipe[1]);
+	/* A terminal's ^C goes to the master, which stops sessions in
+	 * order; SIGTERM asks this session to close between commands. */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGCHLD, SIG_DFL);
+	set_handler(SIGTERM, child_signal_handler);
+
+	params.wait_sigmask = *orig_mask;
+	sigdelset(&params.wait_sigmask, SIGTERM);
+	blocked = *orig_mask;
+	sigaddset(&blocked, SIGTERM);
+	sigprocmask(SIG_SETMASK, &blocked, NULL);
+
+	client_run(&params, fd, (const struct sockaddr *)peer, peer_len);
+	_exit(0);
+}
+
+static void accept_clients(struct daemon *d, const struct listen_socket *ls)
+{
+	for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+		struct sockaddr_storage peer;
+		socklen_t peer_len = sizeof(peer);
+		sigset_t all, orig;
+		pid_t *grown, pid;
+		int fd;
+
+		fd = accept4(ls->fd, (struct sockaddr *)&peer, &peer_len,
+			     SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR && errno != ECONNABORTED)
+				log_warn("event=accept_failed error=\"%s\"",
+					 strerror(errno));
+			return;
+		}
+		if (d->n_children >= d->cfg->max_connections) {
+			char ip[NI_MAXHOST] = "?";
+
+			(void)getnameinfo((struct sockaddr *)&peer, peer_len,
+					  ip, sizeof(ip), NULL, 0,
+					  NI_NUMERICHOST);
+			log_warn("event=rejected reason=max_connections ip=%s "
+				 "sessions=%zu", ip, d->n_children);
+			reject_busy(fd);
+			continue;
+		}
+		grown = realloc(d->children,
+				(d->n_children + 1) * sizeof(*grown));
+		if (grown == NULL) {
+			reject_busy(fd);
+			continue;
+		}
+		d->children = grown;
+
+		/* No handler may run in the child before it installs its
+		 * own. */
+		sigfillset(&all);
+		sigprocmask(SIG_BLOCK, &all, &orig);
+		pid = fork();
+		if (pid == 0)
+			run_child(d, ls, fd, &peer, peer_len, &orig);
+		sigprocmask(SIG_SETMASK, &orig, NULL);
+		close(fd);
+		if (pid < 0) {
+			log_error("event=fork_failed error=\"%s\"",
+				  strerror(errno));
+			continue;
+		}
+		d->children[d->n_children++] = pid;
+	}
+}
+
+static void forget_child(struct daemon *d, pid_t pid)
+{
+	for (size_t i = 0; i < d->n_children; i++) {
+		if (d->children[i] == pid) {
+			d->children[i] = d->children[--d->n_children];
+			return;
+		}
+	}
+}
+
+static void reap_children(struct daemon *d)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		forget_child(d, pid);
+		if (WIFSIGNALED(status))
+			log_error("event=session_crashed pid=%ld signal=%d",
+				  (long)pid, WTERMSIG(status));
+		else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+			log_warn("event=session_failed pid=%ld status=%d",
+				 (long)pid, WEXITSTATUS(status));
+	}
+}
+
+static void drain_signal_pipe(void)
+{
+	char buf[64];
+
+	while (read(signal_pipe[0], buf, sizeof(buf)) > 0)
+		;
+}
+
+/* Wait, reaping, until no child is left or the deadline passes. */
+static void wait_children(struct daemon *d, uint64_t deadline)
+{
+	reap_children(d);
+	while (d->n_children > 0) {
+		struct pollfd pfd = { .fd = signal_pipe[0], .events = POLLIN };
+		uint64_t left = monotime_left_ms(deadline);
+
+		if (left == 0)
+			break;
+		/* Wake at least once a second: a lost SIGCHLD cannot stall
+		 * the stop. */
+		if (poll(&pfd, 1, left > 1000 ? 1000 : (int)left) > 0)
+			drain_signal_pipe();
+		reap_children(d);
+	}
+}
+
+static void signal_children(struct daemon *d, int sig)
+{
+	for (size_t i = 0; i < d->n_children; i++)
+		kill(d->children[i], sig);
+}
+
+static void stop(struct daemon *d)
+{
+	uint64_t grace = d->cfg->upstream.command_timeout_ms +
+		STOP_GRACE_EXTRA_MS;
+
+	log_info("event=stopping signal=%d sessions=%zu drain_ms=%llu",
+		 (int)stop_signal, d->n_children,
+		 (unsigned long long)d->cfg->drain_time_ms);
+	close_listeners(d);
+	wait_children(d, monotime_ms() + d->cfg->drain_time_ms);
+	if (d->n_children == 0)
+		return;
+	log_info("event=stopping_sessions sessions=%zu", d->n_children);
+	signal_children(d, SIGTERM);
+	wait_children(d, monotime_ms() + grace);
+	if (d->n_children == 0)
+		return;
+	log_warn("event=killing_sessions sessions=%zu", d->n_children);
+	signal_children(d, SIGKILL);
+	wait_children(d, monotime_ms() + 5000);
+}
+
+static int serve(struct daemon *d)
+{
+	struct pollfd *pfds = calloc(d->n_sockets + 1, sizeof(*pfds));
+
+	if (pfds == NULL)
+		return -1;
+	pfds[0].fd = signal_pipe[0];
+	pfds[0].events = POLLIN;
+	for (size_t i = 0; i < d->n_sockets; i++) {
+		pfds[i + 1].fd = d->sockets[i].fd;
+		pfds[i + 1].events = POLLIN;
+	}
+	while (!stop_signal) {
+		int n = poll(pfds, d->n_sockets + 1, -1);
+
+		if (n < 0 && errno != EINTR) {
+			log_error("event=poll_failed error=\"%s\"",
+				  strerror(errno));
+			free(pfds);
+			return -1;
+		}
+		if (n <= 0)
+			continue;
+		if (pfds[0].revents != 0)
+			drain_signal_pipe();
+		reap_children(d);
+		for (size_t i = 0; i < d->n_sockets && !stop_signal; i++) {
+			if (pfds[i + 1].revents != 0)
+				accept_clients(d, &d->sockets[i]);
+		}
+	}
+	free(pfds);
+	return 0;
+}
+
+static int setup_signals(void)
+{
+	if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -1;
+	signal(SIGPIPE, SIG_IGN);
+	set_handler(SIGTERM, master_signal_handler);
+	set_handler(SIGINT, master_signal_handler);
+	set_handler(SIGCHLD, master_signal_handler);
+	return 0;
+}
+
+int daemon_run(const struct pg_config *cfg)
+{
+	struct daemon d = { .cfg = cfg };
+	int ret = POPGATE_EXIT_STARTUP;
+	char err[512];
+
+	raise_fd_limit();
+	if (setup_signals() < 0) {
+		log_error("event=startup_failed error=\"%s\"", strerror(errno));
+		return POPGATE_EXIT_STARTUP;
+	}
+	if (cfg->tls.certificate != NULL) {
+		d.tls_ctx = tls_server_ctx_new(&cfg->tls, err, sizeof(err));
+		if (d.tls_ctx == NULL) {
+			log_error("event=startup_failed error=\"%s\"", err);
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		if (bind_listener(&d, &cfg->listeners[i]) < 0)
+			goto out;
+	}
+	if (drop_privileges(cfg->user) < 0)
+		goto out;
+	log_info("event=started pid=%ld max_connections=%u", (long)getpid(),
+		 cfg->max_connections);
+
+	if (serve(&d) == 0)
+		ret = POPGATE_EXIT_OK;
+	stop(&d);
+	log_info("event=stopped");
+out:
+	close_listeners(&d);
+	free(d.sockets);
+	free(d.children);
+	tls_server_ctx_free(d.tls_ctx);
+	close(signal_pipe[0]);
+	close(signal_pipe[1]);
+	return ret;
+}
