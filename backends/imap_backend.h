@@ -5,6 +5,18 @@
  * through popgate's own transport (imap_transport.h: OpenSSL 3, poll(),
  * certificate and host name verification, deadlines).  The connection is
  * opened lazily by the first login() call.
+ *
+ * Status mapping: unreachable, timeout, BYE -> BACKEND_TEMP; refused
+ * credentials -> BACKEND_AUTH; TLS verification failure, PREAUTH,
+ * LOGINDISABLED, missing STARTTLS, a folder that cannot be selected ->
+ * BACKEND_PERM.  Messages are read with BODY.PEEK, so nothing is marked
+ * \Seen before update().
+ *
+ * update() removes messages only with UID EXPUNGE (UIDPLUS).  A server
+ * without UIDPLUS gets the \Deleted flags but never a bare EXPUNGE (that
+ * would also remove messages other clients flagged): update() then fails
+ * with BACKEND_PERM, "server lacks UIDPLUS: N messages flagged \Deleted but
+ * not removed", and the messages stay until another client expunges.
  */
 #ifndef POPGATE_IMAP_BACKEND_H
 #define POPGATE_IMAP_BACKEND_H
