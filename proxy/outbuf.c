@@ -54,6 +54,11 @@ size_t outbuf_length(const struct outbuf *ob)
 	return ob->len;
 }
 
+void outbuf_clear(struct outbuf *ob)
+{
+	ob->len = 0;
+}
+
 int outbuf_flush(struct outbuf *ob, outbuf_write_fn *write, void *ctx)
 {
 	int ret = 0;

@@ -27,6 +27,9 @@ int outbuf_append(struct outbuf *ob, const void *data, size_t len);
 
 size_t outbuf_length(const struct outbuf *ob);
 
+/* Drop everything buffered (the client is gone). */
+void outbuf_clear(struct outbuf *ob);
+
 typedef int outbuf_write_fn(void *ctx, const void *data, size_t len);
 
 /* Hand everything buffered to WRITE in one call and empty the buffer.
