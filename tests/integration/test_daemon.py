@@ -145,7 +145,7 @@ def test_max_connections_refuses_extra_client(user, make_popgate):
                     break
             assert time.monotonic() < deadline, "slot never freed"
             time.sleep(0.05)
-        second.ok("NOOP")
+        second.multi("CAPA")
     finally:
         first.close()
         second.close()
