@@ -282,6 +282,7 @@ static void send_message(struct pop3_session *s, size_t i, bool top,
 	};
 	struct backend_error err;
 	uint64_t first_chunk = entry->size;
+	char value[256], reason[256];
 
 	dotstuff_init(&f.ds);
 	if (top) {
@@ -306,20 +307,23 @@ static void send_message(struct pop3_session *s, size_t i, bool top,
 			s->marks[i] |= POP3_MSG_RETRIEVED;
 		log_debug("event=%s uid=%" PRIu64 " octets=%" PRIu64,
 			  top ? "top" : "retr", entry->uid, f.octets);
+		/* LIST promised entry->size; a client may rely on it. */
 		if (!top && f.octets != entry->size)
-			log_info("event=size_mismatch user=%s uid=%" PRIu32
+			log_warn("event=size_mismatch user=%s uid=%" PRIu32
 				 " listed=%" PRIu64 " sent=%" PRIu64,
-				 s->user, entry->imap_uid, entry->size,
-				 f.octets);
+				 log_value(value, sizeof(value), s->user),
+				 entry->imap_uid, entry->size, f.octets);
 		return;
 	}
 	if (f.started || err.status == BACKEND_SINK || s->write_failed) {
 		/* POP3 cannot abort a multi-line response: closing without
 		 * the terminator is the only honest signal. */
 		if (!s->write_failed)
-			log_error("event=fetch_failed uid=%" PRIu32
-				  " sent=%" PRIu64 " status=%d",
-				  entry->imap_uid, f.octets, (int)err.status);
+			log_error("event=fetch_failed user=%s uid=%" PRIu32
+				  " sent=%" PRIu64 " reason=%s",
+				  log_value(value, sizeof(value), s->user),
+				  entry->imap_uid, f.octets,
+				  log_value(reason, sizeof(reason), err.text));
 		pop3_enter_state(s, POP3_STATE_CLOSED);
 		return;
 	}

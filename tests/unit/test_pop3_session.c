@@ -138,7 +138,8 @@ static void login(struct fx *f)
 
 /* ---- wire format ---------------------------------------------------- */
 
-/* O-C0002/C0005/C0006: greeting, one response per command, CRLF. */
+/* O-C0002, O-C0005, O-C0006: greeting, exactly one response per
+ * command, every line CRLF. */
 static void test_greeting_and_login_O_C0002(void **state)
 {
 	struct fx *f = *state;
@@ -301,7 +302,7 @@ static void test_pipelining_single_write(void **state)
 
 /* ---- authorization -------------------------------------------------- */
 
-/* X-V0008/V0009: USER is +OK for any name; PASS decides. */
+/* X-V0008, X-V0009: USER is +OK for any name; PASS decides. */
 static void test_user_always_ok_X_V0008_V0009(void **state)
 {
 	struct fx *f = *state;
@@ -718,6 +719,19 @@ static void test_retr_one_octet_chunks_X_C0011(void **state)
 		  ".\r\n");
 }
 
+/* X 2.1.4/2.1.5: RETR announces the size LIST showed, and delivers that
+ * many octets before dot-stuffing. */
+static void test_retr_size_matches_list_X_2_1_4(void **state)
+{
+	struct fx *f = *state;
+
+	login(f);
+	send(f, "LIST 2\r\nRETR 2\r\n");
+	expect(f, "+OK 2 29\r\n+OK 29 octets\r\n"
+		  "Subject: two\r\n\r\n..dot\r\nline2\r\n.\r\n");
+	assert_int_equal(f->rb->octets_fetched, strlen(MSG2));
+}
+
 static void test_retr_empty_message(void **state)
 {
 	struct fx *f = *state;
@@ -1043,6 +1057,7 @@ int main(void)
 		T(test_last_not_supported),
 		T(test_retr_normalises_and_stuffs_X_C0011),
 		T(test_retr_one_octet_chunks_X_C0011),
+		T(test_retr_size_matches_list_X_2_1_4),
 		T(test_retr_empty_message),
 		T(test_retr_vanished_message_X_C0004),
 		T(test_retr_failure_before_data),
