@@ -229,6 +229,40 @@ static int start_tls(struct imap_backend *ib, struct backend_error *err)
 	return refresh_capabilities(ib, err);
 }
 
+/*
+ * Free a parameter list we built with strdup(): libetpan's
+ * mailimap_id_params_list_free() releases strings through its MMAPString
+ * registry, which does not know them, and would leak them.
+ */
+static void client_id_free(struct mailimap_id_params_list *params)
+{
+	for (clistiter *it = clist_begin(params->idpa_list); it != NULL;
+	     it = clist_next(it)) {
+		struct mailimap_id_param *param = clist_content(it);
+
+		free(param->idpa_name);
+		free(param->idpa_value);
+		free(param);
+	}
+	clist_free(params->idpa_list);
+	free(params);
+}
+
+static int add_id_param(struct mailimap_id_params_list *params,
+			const char *name, const char *value)
+{
+	char *n = strdup(name), *v = strdup(value);
+
+	if (n == NULL || v == NULL ||
+	    mailimap_id_params_list_add_name_value(params, n, v) != 0) {
+		/* libetpan cannot free plain strings: still ours. */
+		free(n);
+		free(v);
+		return -1;
+	}
+	return 0;
+}
+
 /* RFC 2971 ID so the upstream applies per-IP policy to the real client. */
 static int send_client_id(struct imap_backend *ib, struct backend_error *err)
 {
@@ -245,16 +279,13 @@ static int send_client_id(struct imap_backend *ib, struct backend_error *err)
 	params = mailimap_id_params_list_new_empty();
 	if (params == NULL)
 		return backend_fail(err, BACKEND_TEMP, "out of memory");
-	/* The list takes ownership of the strdup'ed strings. */
-	if (mailimap_id_params_list_add_name_value(params,
-			strdup("x-originating-ip"), strdup(ib->origin->ip)) != 0 ||
-	    mailimap_id_params_list_add_name_value(params,
-			strdup("x-originating-port"), strdup(port)) != 0) {
-		mailimap_id_params_list_free(params);
+	if (add_id_param(params, "x-originating-ip", ib->origin->ip) < 0 ||
+	    add_id_param(params, "x-originating-port", port) < 0) {
+		client_id_free(params);
 		return backend_fail(err, BACKEND_TEMP, "out of memory");
 	}
 	r = mailimap_id(ib->imap, params, &server_params);
-	mailimap_id_params_list_free(params);
+	client_id_free(params);
 	if (server_params != NULL)
 		mailimap_id_params_list_free(server_params);
 	if (r == MAILIMAP_NO_ERROR)
