@@ -500,6 +500,20 @@ static void test_implicit_tls_default_verify_fails(void **state)
 	backend_free(be);
 }
 
+static void test_implicit_tls_verify_off(void **state)
+{
+	struct upstream_settings set;
+
+	(void)state;
+	NEED_TLS();
+	set = plain_settings();
+	set.tls = UPSTREAM_TLS_IMPLICIT;
+	set.port = rig.tls_port;
+	set.verify = false;
+	set.server_name = "wrong.example";
+	backend_free(login_ok(&set, NULL));
+}
+
 static void test_implicit_tls_wrong_name_fails(void **state)
 {
 	struct upstream_settings set;
@@ -566,6 +580,7 @@ int main(void)
 		cmocka_unit_test(test_starttls_with_ca),
 		cmocka_unit_test(test_implicit_tls_default_verify_fails),
 		cmocka_unit_test(test_implicit_tls_wrong_name_fails),
+		cmocka_unit_test(test_implicit_tls_verify_off),
 		cmocka_unit_test(test_implicit_tls_with_ca_and_high_fd),
 	};
 

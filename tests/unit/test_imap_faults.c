@@ -241,6 +241,36 @@ static void sc_auth_refused_then_ok(void)
 	say("* BYE bye\r\n%s OK done\r\n", tag);
 }
 
+#define MANY 100000
+
+static void sc_many_messages(void)
+{
+	static char buf[64 * 1024];
+	size_t len = 0;
+
+	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
+	serve_plain_auth("UIDPLUS");
+	expect("SELECT INBOX");
+	say("* %d EXISTS\r\n* OK [UIDVALIDITY 9] ok\r\n%s OK done\r\n",
+	    MANY, tag);
+	expect("UID FETCH 1:* (UID RFC822.SIZE)");
+	for (unsigned i = 1; i <= MANY; i++) {
+		len += (size_t)snprintf(buf + len, sizeof(buf) - len,
+			"* %u FETCH (UID %u RFC822.SIZE %u)\r\n", i, 2 * i,
+			1000 + i);
+		if (len > sizeof(buf) - 100) {
+			if (write(peer, buf, len) != (ssize_t)len)
+				_exit(4);
+			len = 0;
+		}
+	}
+	if (write(peer, buf, len) != (ssize_t)len)
+		_exit(4);
+	say("%s OK done\r\n", tag);
+	expect("LOGOUT");
+	say("* BYE bye\r\n%s OK done\r\n", tag);
+}
+
 /* --- harness (parent) --------------------------------------------------- */
 
 struct server {
@@ -548,6 +578,26 @@ static void test_auth_refused_then_retry(void **state)
 	assert_int_equal(finish_server(srv), 0);
 }
 
+static void test_snapshot_of_100000_messages(void **state)
+{
+	struct server srv = start_server(sc_many_messages);
+	struct upstream_settings set = settings_for(&srv);
+	struct mail_snapshot snap = { 0 };
+	struct backend_error err;
+	struct backend *be;
+
+	(void)state;
+	be = imap_backend_new(&set, NULL);
+	assert_int_equal(backend_login(be, "alice", "secret", &err), 0);
+	assert_int_equal(backend_snapshot(be, &snap, &err), 0);
+	assert_int_equal(snap.count, MANY);
+	assert_int_equal(snap.msgs[MANY - 1].imap_uid, 2 * MANY);
+	assert_int_equal(snap.msgs[MANY - 1].size, 1000 + MANY);
+	mail_snapshot_clear(&snap);
+	backend_free(be);
+	assert_int_equal(finish_server(srv), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -564,6 +614,7 @@ int main(void)
 		cmocka_unit_test(test_uidplus_expunge_uses_ranges),
 		cmocka_unit_test(test_id_forwards_client_address),
 		cmocka_unit_test(test_auth_refused_then_retry),
+		cmocka_unit_test(test_snapshot_of_100000_messages),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
