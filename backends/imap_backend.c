@@ -94,10 +94,11 @@ static const char *session_error_reason(const struct imap_backend *ib, int r)
 static void log_upstream_error(const struct imap_backend *ib, const char *op,
 			       const char *error)
 {
-	char hbuf[128], ebuf[256];
+	char hbuf[128], obuf[64], ebuf[256];
 
 	log_warn("event=upstream_error host=%s op=%s error=%s",
-		 log_value(hbuf, sizeof(hbuf), ib->set->host), op,
+		 log_value(hbuf, sizeof(hbuf), ib->set->host),
+		 log_value(obuf, sizeof(obuf), op),
 		 log_value(ebuf, sizeof(ebuf), error));
 }
 
@@ -617,7 +618,7 @@ static int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 {
 	struct imap_backend *ib = (struct imap_backend *)be;
 	struct snapshot_ctx sc = { 0 };
-	char fbuf[128], sbuf[256];
+	char hbuf[128], fbuf[128], sbuf[256];
 	size_t out = 0;
 	int r;
 
@@ -628,7 +629,9 @@ static int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 	if (r != MAILIMAP_NO_ERROR) {
 		if (is_session_error(r))
 			return session_failed(ib, "SELECT", r, BACKEND_TEMP, err);
-		log_warn("event=upstream_error op=SELECT folder=%s response=%s",
+		log_warn("event=upstream_error host=%s op=SELECT folder=%s "
+			 "response=%s",
+			 log_value(hbuf, sizeof(hbuf), ib->set->host),
 			 log_value(fbuf, sizeof(fbuf), folder_name(ib)),
 			 log_value(sbuf, sizeof(sbuf), server_text(ib)));
 		return backend_fail(err, BACKEND_PERM,
