@@ -13,7 +13,7 @@ PG_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PG_PYTHON=/usr/bin/python3
 
 PG_PACKAGES="autoconf automake libtool pkg-config gcc make libssl-dev
-	libetpan-dev libconfig-dev libcmocka-dev dovecot-imapd dovecot-pop3d
+	libetpan-dev libconfig-dev libcmocka-dev libsqlite3-dev dovecot-imapd dovecot-pop3d
 	python3 python3-pytest curl fetchmail getmail6 neomutt valgrind openssl"
 
 pg_say() {

@@ -1,0 +1,142 @@
+"""Real POP3 clients against popgate, each download compared with the
+upstream copy: fetchmail and getmail6 (keep mode, a second run fetches
+nothing new), and the Outlook command sequence from MS-STANOPOP3."""
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from messages import demo_messages, five
+from pop3client import pop3_message
+
+TIMEOUT = 60
+
+
+def run(cmd, env=None, ok_codes=(0,)):
+    res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, env=env, timeout=TIMEOUT)
+    out = res.stdout.decode(errors="replace")
+    assert res.returncode in ok_codes, "%s -> %d\n%s" % (cmd, res.returncode, out)
+    return res.returncode, out
+
+
+def expected_set(user, line_end=b"\r\n"):
+    return sorted(pop3_message(user.fetch(uid)).replace(b"\r\n", line_end)
+                  for uid, _, _ in user.messages())
+
+
+SAVE_SCRIPT = r'''
+import os, sys, time
+d = sys.argv[1]
+data = sys.stdin.buffer.read()
+n = len(os.listdir(d))
+with open(os.path.join(d, "%06d.eml" % n), "wb") as f:
+    f.write(data)
+'''
+
+
+@pytest.mark.skipif(shutil.which("fetchmail") is None, reason="no fetchmail")
+def test_fetchmail_keep_mode(user, popgate, tmp_path):
+    user.fill(demo_messages())
+    out = tmp_path / "out"
+    out.mkdir()
+    save = tmp_path / "save.py"
+    save.write_text(SAVE_SCRIPT)
+    rc = tmp_path / "fetchmailrc"
+    rc.write_text(
+        'set no syslog\n'
+        'set invisible\n'
+        'poll 127.0.0.1 service %d protocol pop3 uidl auth password\n'
+        '  user "%s" there is "%s" here password "%s"\n'
+        '  keep no sslcertck\n'
+        '  mda "/usr/bin/python3 %s %s"\n'
+        % (popgate.port, user.name, "root", user.password, save, out))
+    rc.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    env = dict(os.environ, HOME=str(tmp_path))
+    cmd = ["fetchmail", "--nodetach", "--fetchmailrc", str(rc),
+           "--idfile", str(tmp_path / "fetchids"), "--pidfile",
+           str(tmp_path / "fetchmail.pid"), "-v"]
+    run(cmd, env)
+    got = sorted(p.read_bytes() for p in out.iterdir())
+    # fetchmail hands messages to an MDA with LF line ends.
+    assert got == expected_set(user, b"\n")
+    # Second run: the UIDLs are known, nothing new (fetchmail exits 1).
+    run(cmd, env, ok_codes=(1,))
+    assert len(list(out.iterdir())) == len(got)
+    assert len(user.messages()) == len(got)
+
+
+@pytest.mark.skipif(shutil.which("getmail") is None, reason="no getmail6")
+def test_getmail_simple_pop3_retriever(user, popgate, tmp_path):
+    user.fill(five())
+    out = tmp_path / "out"
+    out.mkdir()
+    save = tmp_path / "save.py"
+    save.write_text(SAVE_SCRIPT)
+    gdir = tmp_path / "getmail"
+    gdir.mkdir()
+    rc = gdir / "getmailrc"
+    # An external MDA: getmail's Maildir destination refuses to run as
+    # root, and the tests may.
+    rc.write_text(
+        "[retriever]\n"
+        "type = SimplePOP3Retriever\n"
+        "server = 127.0.0.1\n"
+        "port = %d\n"
+        "username = %s\n"
+        "password = %s\n"
+        "timeout = 30\n"
+        "[destination]\n"
+        "type = MDA_external\n"
+        "path = /usr/bin/python3\n"
+        "arguments = (\"%s\", \"%s\")\n"
+        "allow_root_commands = true\n"
+        "[options]\n"
+        "read_all = false\n"
+        "delete = false\n"
+        "delivered_to = false\n"
+        "received = false\n"
+        "message_log_syslog = false\n"
+        % (popgate.port, user.name, user.password, save, out))
+    cmd = ["getmail", "--getmaildir", str(gdir), "--rcfile", str(rc)]
+    run(cmd)
+    got = sorted(p.read_bytes() for p in out.iterdir())
+    # getmail hands messages over with LF line ends and a Return-Path.
+    got = [re.sub(rb"\AReturn-Path: [^\n]*\n", b"", m) for m in got]
+    assert sorted(got) == expected_set(user, b"\n")
+    run(cmd)
+    assert len(list(out.iterdir())) == len(got)
+    assert len(user.messages()) == len(got)
+
+
+def test_outlook_session_transcript(user, connect):
+    """The sequence Outlook sends (MS-STANOPOP3; O-V0003, O-V0006,
+    O-V0007: no RSET, no argument forms of LIST/UIDL): every command one
+    response, CRLF everywhere, STAT/LIST without extra text (X-V0004,
+    X-V0005), messages byte for byte, deletion at QUIT."""
+    uids = user.fill(five())
+    expected = [pop3_message(user.fetch(u)) for u in uids]
+    c = connect()
+    assert c.greeting.startswith(b"+OK")
+    _, caps = c.multi("CAPA")
+    assert b"UIDL" in caps.splitlines()
+    c.login(user.name, user.password)
+    assert c.ok("STAT") == b"+OK %d %d\r\n" % (
+        len(expected), sum(len(m) for m in expected))
+    _, listing = c.multi("LIST")
+    assert listing == b"".join(b"%d %d\r\n" % (n, len(m))
+                               for n, m in enumerate(expected, 1))
+    _, uidl = c.multi("UIDL")
+    assert len(uidl.splitlines()) == len(expected)
+    for n, m in enumerate(expected, 1):
+        _, body = c.multi("RETR %d" % n)
+        assert body == m
+    for n in (1, 2):
+        c.ok("DELE %d" % n)
+    assert c.cmd("QUIT").startswith(b"+OK")
+    assert c.at_eof()
+    assert [m[0] for m in user.messages()] == uids[2:]
