@@ -16,6 +16,7 @@ Every wait is bounded; a sandbox that does not come up in time raises.
 """
 
 import argparse
+import grp
 import imaplib
 import json
 import os
@@ -182,7 +183,10 @@ class Dovecot:
             "}",
         ]
         if not root:
-            # Chroots need root; an unprivileged sandbox runs without them.
+            # Chroots and the dovecot group's sockets need root; an
+            # unprivileged sandbox runs everything as the current user.
+            lines.append("default_internal_group = %s"
+                         % grp.getgrgid(os.getegid()).gr_name)
             for svc in ("imap-login", "pop3-login", "anvil"):
                 lines += ["service %s {" % svc, "  chroot =", "}"]
         if self.tls:
