@@ -30,6 +30,7 @@ struct imap_backend {
 	struct imap_transport *tr; /* owned by imap's stream */
 	bool authenticated;
 	bool warned_no_verify;
+	char user[128];            /* for log lines; never the password */
 };
 
 static const char *folder_name(const struct imap_backend *ib)
@@ -508,6 +509,7 @@ static int imap_login(struct backend *be, const char *user, const char *pass,
 	if (r != MAILIMAP_NO_ERROR)
 		return session_failed(ib, "login", r, BACKEND_TEMP, err);
 	ib->authenticated = true;
+	snprintf(ib->user, sizeof(ib->user), "%s", user);
 	if (!have_capabilities(ib) && refresh_capabilities(ib, err) < 0)
 		return -1;
 	return 0;
@@ -775,6 +777,20 @@ static int fetch_range(struct imap_backend *ib, uint32_t uid, uint32_t offset,
 	return r;
 }
 
+/* Some servers estimate RFC822.SIZE; LIST then advertised a wrong size. */
+static void log_size_mismatch(const struct imap_backend *ib,
+			      const struct mail_entry *entry, uint64_t actual)
+{
+	char ubuf[128], fbuf[128];
+
+	log_warn("event=size_mismatch user=%s folder=%s uid=%u "
+		 "advertised=%llu delivered=%llu",
+		 log_value(ubuf, sizeof(ubuf), ib->user),
+		 log_value(fbuf, sizeof(fbuf), folder_name(ib)),
+		 entry->imap_uid, (unsigned long long)entry->size,
+		 (unsigned long long)actual);
+}
+
 static int imap_fetch(struct backend *be, const struct mail_entry *entry,
 		      uint64_t first_chunk, backend_sink_fn *sink, void *ctx,
 		      struct backend_error *err)
@@ -843,8 +859,11 @@ static int imap_fetch(struct backend *be, const struct mail_entry *entry,
 		}
 		delivered += fc.chunk_octets;
 		/* A short range is the end; NIL or "" past the end too. */
-		if (fc.chunk_octets < len)
+		if (fc.chunk_octets < len) {
+			if (delivered != entry->size)
+				log_size_mismatch(ib, entry, delivered);
 			return 0;
+		}
 		/*
 		 * Ask for one octet more than the advertised rest so that a
 		 * correct RFC822.SIZE ends without an extra empty round trip.
