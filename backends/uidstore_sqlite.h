@@ -1,0 +1,25 @@
+/*
+ * uidstore_sqlite.h - the unique-id store in one SQLite file.
+ *
+ * WAL mode, so logins read while another process writes; a busy timeout, so
+ * a writer waits for another one instead of failing; synchronous=FULL,
+ * because writes only happen when there is new information (new mail, a
+ * rebuilt folder) and a committed high-water mark must survive a power
+ * failure, not only a crash of the process: a lost one could let a later
+ * UIDVALIDITY change issue ids that a client has already seen.
+ */
+#ifndef POPGATE_UIDSTORE_SQLITE_H
+#define POPGATE_UIDSTORE_SQLITE_H
+
+#include "uidstore.h"
+
+/* How long a writer waits for another process's write transaction. */
+#define UIDSTORE_SQLITE_BUSY_MS 10000
+
+/*
+ * Open (creating if needed) the store at PATH.  Returns the store (free
+ * with uidstore_close()) or NULL with *error_r set to a static string.
+ */
+struct uidstore *uidstore_sqlite_open(const char *path, const char **error_r);
+
+#endif
