@@ -120,6 +120,7 @@ static void wait_for_command(struct client *client)
 			return;
 		case CONN_TIMEOUT:
 			if (keepalive_due && monotime_left_ms(deadline) > 0) {
+				log_debug("event=keepalive");
 				if (pop3_session_keepalive(s) < 0)
 					log_info("event=keepalive_failed");
 				if (pop3_session_state(s) == POP3_STATE_CLOSED) {
