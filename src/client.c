@@ -31,7 +31,22 @@ struct client {
 	struct conn *conn;
 	struct pop3_session *session;
 	const char *close_reason;
+	uint64_t idle_deadline;
+	uint64_t keepalive_at;   /* next NOOP upstream while idle */
 };
+
+/*
+ * Only a complete command restarts the idle timer (X-V0002); otherwise a
+ * client trickling one octet a minute would hold the session forever.
+ */
+static void restart_idle_timer(struct client *client)
+{
+	uint64_t now = monotime_ms();
+
+	client->idle_deadline = now +
+		pop3_session_idle_timeout_ms(client->session);
+	client->keepalive_at = now + client->params->cfg->upstream_keepalive_ms;
+}
 
 static int client_write(void *ctx, const void *data, size_t len)
 {
@@ -96,8 +111,7 @@ static void wait_for_command(struct client *client)
 {
 	const struct pg_config *cfg = client->params->cfg;
 	struct pop3_session *s = client->session;
-	uint64_t deadline = monotime_ms() + pop3_session_idle_timeout_ms(s);
-	uint64_t keepalive_at = monotime_ms() + cfg->upstream_keepalive_ms;
+	uint64_t deadline = client->idle_deadline;
 	char buf[CLIENT_READ_SIZE];
 
 	for (;;) {
@@ -108,8 +122,8 @@ static void wait_for_command(struct client *client)
 
 		if (pop3_session_state(s) == POP3_STATE_TRANSACTION &&
 		    cfg->upstream_keepalive_ms > 0 &&
-		    monotime_left_ms(keepalive_at) < wait_ms) {
-			wait_ms = monotime_left_ms(keepalive_at);
+		    monotime_left_ms(client->keepalive_at) < wait_ms) {
+			wait_ms = monotime_left_ms(client->keepalive_at);
 			keepalive_due = true;
 		}
 		status = conn_read(client->conn, buf, sizeof(buf), wait_ms,
@@ -117,6 +131,8 @@ static void wait_for_command(struct client *client)
 		switch (status) {
 		case CONN_DATA:
 			pop3_session_input(s, buf, len);
+			if (memchr(buf, '\n', len) != NULL)
+				restart_idle_timer(client);
 			return;
 		case CONN_TIMEOUT:
 			if (keepalive_due && monotime_left_ms(deadline) > 0) {
@@ -127,7 +143,7 @@ static void wait_for_command(struct client *client)
 					client->close_reason = "upstream_gone";
 					return;
 				}
-				keepalive_at = monotime_ms() +
+				client->keepalive_at = monotime_ms() +
 					cfg->upstream_keepalive_ms;
 				continue;
 			}
@@ -161,6 +177,7 @@ static void serve(struct client *client)
 	struct pop3_session *s = client->session;
 
 	pop3_session_start(s);
+	restart_idle_timer(client);
 	while (pop3_session_state(s) != POP3_STATE_CLOSED &&
 	       client->close_reason == NULL) {
 		uint64_t penalty_ms;
@@ -175,6 +192,7 @@ static void serve(struct client *client)
 				break;
 			}
 			pop3_session_tls_started(s);
+			restart_idle_timer(client);
 			continue;
 		}
 		penalty_ms = pop3_session_take_penalty_ms(s);
@@ -182,6 +200,7 @@ static void serve(struct client *client)
 			wait_penalty(params, penalty_ms);
 			if (!*params->stop_requested)
 				pop3_session_input(s, NULL, 0);
+			restart_idle_timer(client);
 			continue;
 		}
 		if (*params->stop_requested) {

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -101,21 +102,22 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	errno = saved_errno;
 }
 
-static int is_plain_value_char(unsigned char c)
+static bool is_plain_value_char(unsigned char c)
 {
 	return c > 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '=';
 }
 
 const char *log_value(char *buf, size_t size, const char *s)
 {
-	size_t len = 0, need_quotes = (s[0] == '\0');
+	bool need_quotes = (s[0] == '\0');
+	size_t len = 0;
 	static const char hex[] = "0123456789abcdef";
 
 	if (size == 0)
 		return buf;
 	for (const char *p = s; *p != '\0'; p++) {
 		if (!is_plain_value_char((unsigned char)*p)) {
-			need_quotes = 1;
+			need_quotes = true;
 			break;
 		}
 	}
