@@ -459,6 +459,14 @@ int daemon_run(const struct pg_config *cfg)
 		goto out;
 	log_info("event=started pid=%ld max_connections=%u", (long)getpid(),
 		 cfg->max_connections);
+	if (cfg->upstream.tls != UPSTREAM_TLS_NONE && !cfg->upstream.verify)
+		log_warn("event=upstream_verify_disabled host=%s "
+			 "msg=\"the upstream certificate is not verified\"",
+			 cfg->upstream.host);
+	else if (cfg->upstream.tls == UPSTREAM_TLS_NONE)
+		log_warn("event=upstream_plaintext host=%s "
+			 "msg=\"passwords go to the upstream unencrypted\"",
+			 cfg->upstream.host);
 
 	if (serve(&d) == 0)
 		ret = POPGATE_EXIT_OK;
