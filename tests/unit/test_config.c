@@ -21,10 +21,17 @@
 	"listen = ( { address = \"127.0.0.1\"; port = 1110; } );\n" \
 	"upstream = { host = \"127.0.0.1\"; tls = \"none\"; };\n"
 
+static const char *temp_dir(void)
+{
+	const char *dir = getenv("TMPDIR");
+
+	return dir != NULL && dir[0] != '\0' ? dir : P_tmpdir;
+}
+
 struct fixture {
-	char path[64];
-	char certpath[64];
-	char err[512];
+	char path[512];
+	char certpath[512];
+	char err[1200];
 };
 
 static int setup(void **state)
@@ -34,13 +41,14 @@ static int setup(void **state)
 
 	if (f == NULL)
 		return -1;
-	snprintf(f->path, sizeof(f->path), "/tmp/popgate-test-XXXXXX");
+	snprintf(f->path, sizeof(f->path), "%s/popgate-test-XXXXXX",
+		 temp_dir());
 	fd = mkstemp(f->path);
 	if (fd < 0)
 		return -1;
 	close(fd);
 	snprintf(f->certpath, sizeof(f->certpath),
-		 "/tmp/popgate-test-cert-XXXXXX");
+		 "%s/popgate-test-cert-XXXXXX", temp_dir());
 	fd = mkstemp(f->certpath);
 	if (fd < 0)
 		return -1;
@@ -75,7 +83,7 @@ static void assert_fails_at(struct fixture *f, const char *text,
 			    unsigned line, const char *needle)
 {
 	struct pg_config *cfg = load_text(f, text);
-	char prefix[128];
+	char prefix[640];
 
 	if (cfg != NULL) {
 		config_free(cfg);
@@ -132,7 +140,7 @@ static void test_minimal_and_defaults(void **state)
 static void test_every_key(void **state)
 {
 	struct fixture *f = *state;
-	char text[2048];
+	char text[4096];
 	struct pg_config *cfg;
 
 	snprintf(text, sizeof(text),

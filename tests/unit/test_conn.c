@@ -140,10 +140,17 @@ static void test_write_all_and_send_timeout(void **state)
 	conn_free(c);
 }
 
+static const char *temp_dir(void)
+{
+	const char *dir = getenv("TMPDIR");
+
+	return dir != NULL && dir[0] != '\0' ? dir : P_tmpdir;
+}
+
 struct tls_files {
-	char cert[64];
-	char key[64];
-	char other_key[64];
+	char cert[512];
+	char key[512];
+	char other_key[512];
 };
 
 static void write_key(EVP_PKEY *pkey, char *path, size_t size)
@@ -151,7 +158,7 @@ static void write_key(EVP_PKEY *pkey, char *path, size_t size)
 	int fd;
 	FILE *fp;
 
-	snprintf(path, size, "/tmp/popgate-test-key-XXXXXX");
+	snprintf(path, size, "%s/popgate-test-key-XXXXXX", temp_dir());
 	fd = mkstemp(path);
 	assert_true(fd >= 0);
 	fp = fdopen(fd, "w");
@@ -185,7 +192,8 @@ static int tls_setup(void **state)
 	if (X509_sign(x509, pkey, EVP_sha256()) == 0)
 		return -1;
 
-	snprintf(t->cert, sizeof(t->cert), "/tmp/popgate-test-cert-XXXXXX");
+	snprintf(t->cert, sizeof(t->cert), "%s/popgate-test-cert-XXXXXX",
+		 temp_dir());
 	fd = mkstemp(t->cert);
 	if (fd < 0 || (fp = fdopen(fd, "w")) == NULL)
 		return -1;
