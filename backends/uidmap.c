@@ -118,12 +118,15 @@ static bool size_exception(const struct job *job, size_t i,
 {
 	const struct answer *a = &job->ans[i];
 
-	if (!a->asked_size)
+	exc->has_size = false;
+	exc->size = 0;
+	exc->size_pending = false;
+	if (!a->asked_size || (a->size_known && a->size == job->msgs[i].size))
 		return false;
 	exc->has_size = a->size_known;
 	exc->size = a->size_known ? a->size : 0;
 	exc->size_pending = !a->size_known;
-	return !a->size_known || a->size != job->msgs[i].size;
+	return true;
 }
 
 static int cmp_entry_uid(const void *a, const void *b)

@@ -11,6 +11,8 @@
 #include "uidstore_sqlite.h"
 
 #define SCHEMA_VERSION 1
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS mailbox ("
@@ -425,12 +427,51 @@ static void sqlite_close(struct uidstore *st)
 	free(s);
 }
 
-/* Pragmas, then the schema under the writer lock so that two processes
- * opening a new file at once do not race. */
+static int read_schema_version(struct uidstore_sqlite *s)
+{
+	sqlite3_stmt *q;
+	int version = -1;
+
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &q, NULL) ==
+	    SQLITE_OK) {
+		if (sqlite3_step(q) == SQLITE_ROW)
+			version = sqlite3_column_int(q, 0);
+		sqlite3_finalize(q);
+	}
+	return version;
+}
+
+/* Create the schema under the writer lock, so that two processes opening
+ * a new file at once do not race. */
+static int create_schema(struct uidstore_sqlite *s, const char **error_r)
+{
+	int version;
+
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return fail(s, "create schema", error_r);
+	version = read_schema_version(s);
+	if (version == 0 &&
+	    (sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
+	     sqlite3_exec(s->db, "PRAGMA user_version = " STR(SCHEMA_VERSION), NULL, NULL,
+			  NULL) != SQLITE_OK)) {
+		fail(s, "create schema", error_r);
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		fail(s, "create schema", error_r);
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+/* Every open of an existing store only reads: a login without news must
+ * not write, not even here. */
 static int setup(struct uidstore_sqlite *s, const char **error_r)
 {
-	int version = -1;
-	sqlite3_stmt *q;
+	int version;
 
 	if (sqlite3_busy_timeout(s->db, UIDSTORE_SQLITE_BUSY_MS) != SQLITE_OK ||
 	    sqlite3_exec(s->db, "PRAGMA journal_mode = WAL", NULL, NULL,
@@ -438,27 +479,16 @@ static int setup(struct uidstore_sqlite *s, const char **error_r)
 	    sqlite3_exec(s->db, "PRAGMA synchronous = FULL", NULL, NULL,
 			 NULL) != SQLITE_OK)
 		return fail(s, "setup", error_r);
-	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
-	    SQLITE_OK)
-		return fail(s, "setup", error_r);
-	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &q, NULL) ==
-	    SQLITE_OK) {
-		if (sqlite3_step(q) == SQLITE_ROW)
-			version = sqlite3_column_int(q, 0);
-		sqlite3_finalize(q);
+	version = read_schema_version(s);
+	if (version == 0) {
+		if (create_schema(s, error_r) < 0)
+			return -1;
+		version = read_schema_version(s);
 	}
-	if (version != 0 && version != SCHEMA_VERSION) {
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-		*error_r = version < 0 ? "uid store: cannot read the schema version"
-				       : "uid store: unknown schema version";
-		return -1;
-	}
-	if (sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_exec(s->db, "PRAGMA user_version = 1", NULL, NULL,
-			 NULL) != SQLITE_OK ||
-	    sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-		fail(s, "create schema", error_r);
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	if (version != SCHEMA_VERSION) {
+		*error_r = version < 0 ?
+			   "uid store: cannot read the schema version" :
+			   "uid store: unknown schema version";
 		return -1;
 	}
 	for (size_t i = 0; i < S_COUNT; i++) {
