@@ -656,7 +656,8 @@ static int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 					    "upstream refused to list messages");
 		}
 	}
-	qsort(sc.msgs, sc.count, sizeof(*sc.msgs), cmp_entry_uid);
+	if (sc.count > 1) /* qsort(NULL, 0, ...) is undefined */
+		qsort(sc.msgs, sc.count, sizeof(*sc.msgs), cmp_entry_uid);
 	/* A server may repeat a message in one response: keep it once. */
 	for (size_t i = 0; i < sc.count; i++) {
 		if (out > 0 && sc.msgs[out - 1].imap_uid == sc.msgs[i].imap_uid)
