@@ -84,7 +84,8 @@ def test_retr_exact_octets_raw(user, connect):
 
 @pytest.mark.popgate_only
 def test_uidl_is_imap_uid(user, connect):
-    """Issue 2: the unique-id is the decimal IMAP UID (X-C0007)."""
+    """Issue 2: the unique-id is the decimal IMAP UID (X-C0007); messages
+    are numbered 1..n in ascending UID order (O-C0011)."""
     uids = user.fill(five())
     c = connect()
     c.login(user.name, user.password)

@@ -1,6 +1,7 @@
 """Rows of the behaviour profile (SPEC.md) where the upstream matters.
 Each test names the statement id it checks."""
 
+import base64
 import re
 import ssl
 import time
@@ -154,9 +155,10 @@ def test_O_C0039_uidl_stable_across_sessions(user, connect):
     assert [int(i) for i in ids] == sorted(int(i) for i in ids)
 
 
-def test_X_V0008_user_always_ok(connect):
+def test_X_V0008_X_C0010_unknown_user(connect):
     """X-V0008/V0009: USER is +OK whether or not the mailbox exists; the
-    check happens at PASS."""
+    check happens at PASS.  X-C0010: a user the upstream does not know gets
+    a login-failed error."""
     c = connect()
     assert c.cmd("USER no-such-user-here").startswith(b"+OK")
     assert c.cmd("PASS whatever").startswith(b"-ERR [AUTH]")
@@ -303,3 +305,74 @@ def test_stls_discards_injected_commands(user, sandbox, make_popgate):
         assert c.cmd("STLS").startswith(b"-ERR")
         c.login(user.name, user.password)
         c.ok("QUIT")
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+@popgate_only
+def test_X_E0002_auth_plain_initial_response(user, connect):
+    """X-E0002: SASL PLAIN (RFC 5034) with an initial response, passed to
+    the real upstream."""
+    user.fill(five())
+    c = connect()
+    resp = c.cmd("AUTH PLAIN " + b64("\0%s\0%s" % (user.name, user.password)))
+    assert resp.startswith(b"+OK"), resp
+    assert c.ok("STAT").startswith(b"+OK 5 ")
+
+
+@popgate_only
+def test_X_E0002_auth_plain_continuation_and_login(user, connect):
+    """X-E0002: PLAIN with a "+ " continuation, and AUTH LOGIN."""
+    c = connect()
+    assert c.cmd("AUTH PLAIN").startswith(b"+ ")
+    assert c.cmd(b64("\0%s\0%s" % (user.name, user.password))).startswith(b"+OK")
+    c.ok("QUIT")
+    d = connect()
+    assert d.cmd("AUTH LOGIN").startswith(b"+ ")
+    assert d.cmd(b64(user.name)).startswith(b"+ ")
+    assert d.cmd(b64(user.password)).startswith(b"+OK")
+    d.ok("QUIT")
+
+
+@popgate_only
+def test_X_E0002_auth_wrong_password_and_cancel(user, connect):
+    """A wrong SASL password is -ERR [AUTH]; "*" cancels an exchange."""
+    c = connect()
+    resp = c.cmd("AUTH PLAIN " + b64("\0%s\0wrong" % user.name))
+    assert resp.startswith(b"-ERR [AUTH]"), resp
+    assert c.cmd("AUTH PLAIN").startswith(b"+ ")
+    assert c.cmd("*").startswith(b"-ERR")
+    c.login(user.name, user.password)
+
+
+@popgate_only
+def test_max_failed_logins_closes(user, make_popgate):
+    """After max_failed_logins failures in one connection popgate sends a
+    final -ERR and closes (Exchange closes after repeated errors)."""
+    pg = make_popgate({"pop3": {"max_failed_logins": 2}})
+    with RawPOP3(pg.host, pg.port) as c:
+        c.ok("USER " + user.name)
+        assert c.cmd("PASS wrong1").startswith(b"-ERR [AUTH]")
+        c.ok("USER " + user.name)
+        assert c.cmd("PASS wrong2").startswith(b"-ERR")
+        try:
+            extra = c.read_line() if c.buf else b""
+        except EOFError:
+            extra = b""
+        assert extra == b"" or extra.startswith(b"-ERR")
+        assert c.at_eof()
+
+
+@popgate_only
+def test_failed_login_delay(user, make_popgate):
+    """A failed login delays the next attempt (failed_login_delay)."""
+    pg = make_popgate({"pop3": {"failed_login_delay": "1s"}})
+    with RawPOP3(pg.host, pg.port) as c:
+        c.ok("USER " + user.name)
+        started = time.monotonic()
+        assert c.cmd("PASS wrong").startswith(b"-ERR [AUTH]")
+        c.ok("USER " + user.name)
+        assert c.cmd("PASS " + user.password).startswith(b"+OK")
+        assert time.monotonic() - started >= 0.9
