@@ -339,6 +339,7 @@ static void imap_run_session(const struct bench_target *target,
 	    command(m, CMD_SIZES, NULL, "UID FETCH 1:* (UID RFC822.SIZE)") < 0)
 		goto out;
 	res->login_ms = bench_now_ms() - start;
+	res->ready_ms = res->login_ms;
 	if (m->count != m->exists)
 		res->mismatches++;
 	if ((target->workload == WORKLOAD_SYNC ||

@@ -19,6 +19,7 @@ struct pop3 {
 	struct session_result *res;
 	const char *line;	/* last status line */
 	size_t line_len;
+	double pass_sent;	/* ms */
 };
 
 static bool past_deadline(struct pop3 *p)
@@ -222,7 +223,6 @@ static int connect_and_login(struct pop3 *p, const char *user)
 {
 	const struct bench_target *t = p->target;
 	const char *error;
-	double pass_sent;
 
 	p->conn = bnet_connect(t->host, t->port, t->timeout_ms, &error);
 	if (p->conn == NULL) {
@@ -250,10 +250,10 @@ static int connect_and_login(struct pop3 *p, const char *user)
 	}
 	if (command(p, "USER %s", user) < 0)
 		return -1;
-	pass_sent = bench_now_ms();
+	p->pass_sent = bench_now_ms();
 	if (command(p, "PASS %s", t->password) < 0)
 		return -1;
-	p->res->login_ms = bench_now_ms() - pass_sent;
+	p->res->login_ms = bench_now_ms() - p->pass_sent;
 	return 0;
 }
 
@@ -293,10 +293,11 @@ static int transaction(struct pop3 *p)
 	struct listing l = { 0 };
 	int ret = -1;
 
-	if (w == WORKLOAD_LOGIN_ONLY)
-		return 0;
 	if (command(p, "STAT") < 0 || stat_reply(p, &l) < 0)
 		return -1;
+	p->res->ready_ms = bench_now_ms() - p->pass_sent;
+	if (w == WORKLOAD_LOGIN_ONLY)
+		return 0;
 	if (w == WORKLOAD_SYNC || w == WORKLOAD_UIDL_ONLY) {
 		if (command(p, "UIDL") < 0 || read_lines(p, uidl_line, &l) < 0)
 			return -1;

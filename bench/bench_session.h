@@ -14,7 +14,7 @@
 enum bench_workload {
 	WORKLOAD_SYNC,		/* list everything, fetch every message */
 	WORKLOAD_UIDL_ONLY,	/* nothing new: STAT and UIDL only */
-	WORKLOAD_LOGIN_ONLY,	/* log in (and snapshot), log out */
+	WORKLOAD_LOGIN_ONLY,	/* log in, STAT (the snapshot), log out */
 	WORKLOAD_TOP0,		/* headers of every message */
 };
 
@@ -44,6 +44,10 @@ struct session_result {
 	bool aborted;		/* stopped by the run's hard deadline */
 	double total_ms;	/* connect to the reply to QUIT / LOGOUT */
 	double login_ms;	/* POP3: PASS to +OK; IMAP: connect to sizes */
+	/* POP3: PASS to the reply to the first STAT, when the mailbox is
+	 * usable even for a server that answers PASS before opening it;
+	 * IMAP: as login_ms */
+	double ready_ms;
 	uint64_t bytes;		/* message octets received, un-dot-stuffed */
 	unsigned long messages;
 	unsigned long mismatches;

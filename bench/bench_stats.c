@@ -16,6 +16,7 @@ void bench_stats_free(struct bench_stats *stats)
 {
 	free(stats->session_ms.ms);
 	free(stats->login_ms.ms);
+	free(stats->ready_ms.ms);
 	memset(stats, 0, sizeof(*stats));
 }
 
@@ -59,6 +60,9 @@ int bench_stats_add(struct bench_stats *stats,
 	if (res->login_ms >= 0 &&
 	    latency_add(&stats->login_ms, res->login_ms) < 0)
 		return -1;
+	if (res->ready_ms >= 0 &&
+	    latency_add(&stats->ready_ms, res->ready_ms) < 0)
+		return -1;
 	return 0;
 }
 
@@ -87,7 +91,8 @@ int bench_stats_merge(struct bench_stats *into, struct bench_stats *from)
 		       sizeof(into->first_detail));
 	}
 	if (latency_merge(&into->session_ms, &from->session_ms) < 0 ||
-	    latency_merge(&into->login_ms, &from->login_ms) < 0)
+	    latency_merge(&into->login_ms, &from->login_ms) < 0 ||
+	    latency_merge(&into->ready_ms, &from->ready_ms) < 0)
 		return -1;
 	bench_stats_free(from);
 	return 0;

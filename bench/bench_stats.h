@@ -26,6 +26,7 @@ struct bench_stats {
 	uint64_t bytes;
 	struct latency_list session_ms;
 	struct latency_list login_ms;
+	struct latency_list ready_ms;
 	const char *first_error;
 	char first_detail[96];
 };

@@ -78,7 +78,7 @@ static void *worker_main(void *arg)
 	unsigned long limit = opt->idle ? opt->idle : opt->max_sessions;
 
 	for (;;) {
-		struct session_result res = { .login_ms = -1 };
+		struct session_result res = { .login_ms = -1, .ready_ms = -1 };
 		unsigned long n;
 		char user[256];
 
@@ -145,6 +145,7 @@ static void print_result(const struct options *opt, struct bench_stats *s,
 	       (double)s->sessions / secs, (double)s->bytes / 1e6 / secs);
 	print_latency("latency_ms", &s->session_ms);
 	print_latency("login_ms", &s->login_ms);
+	print_latency("ready_ms", &s->ready_ms);
 	printf(",\"client_cpu_s\":%.3f,\"first_error\":", cpu_seconds());
 	if (s->first_error != NULL) {
 		char text[256];
