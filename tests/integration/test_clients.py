@@ -3,6 +3,7 @@ upstream copy: fetchmail and getmail6 (keep mode, a second run fetches
 nothing new), and the Outlook command sequence from MS-STANOPOP3."""
 
 import os
+import poplib
 import re
 import shutil
 import stat
@@ -11,9 +12,31 @@ import subprocess
 import pytest
 
 from messages import demo_messages, five
-from pop3client import pop3_message
+from pop3client import RawPOP3, insecure_tls_context, pop3_message
 
 TIMEOUT = 60
+MODES = ["plain", "stls", "tls"]
+
+
+@pytest.fixture
+def secure_popgate(sandbox, make_popgate):
+    """popgate with a certificate: a plain listener (with STLS) and an
+    implicit-TLS one."""
+    return make_popgate({
+        "tls": {"certificate": sandbox.cert, "key": sandbox.key},
+        "listen": [{"address": "127.0.0.1", "port": 0},
+                   {"address": "127.0.0.1", "port": 0, "tls": True}]})
+
+
+def open_client(pg, mode):
+    if mode == "tls":
+        return RawPOP3(pg.host, pg.tls_port, tls_context=insecure_tls_context())
+    c = RawPOP3(pg.host, pg.port)
+    if mode == "stls":
+        c.ok("STLS")
+        c.sock = insecure_tls_context().wrap_socket(
+            c.sock, server_hostname="localhost")
+    return c
 
 
 def run(cmd, env=None, ok_codes=(0,)):
@@ -39,8 +62,11 @@ with open(os.path.join(d, "%06d.eml" % n), "wb") as f:
 '''
 
 
+@pytest.mark.popgate_only
 @pytest.mark.skipif(shutil.which("fetchmail") is None, reason="no fetchmail")
-def test_fetchmail_keep_mode(user, popgate, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_fetchmail_keep_mode(user, secure_popgate, tmp_path, mode):
+    popgate = secure_popgate
     user.fill(demo_messages())
     out = tmp_path / "out"
     out.mkdir()
@@ -52,9 +78,12 @@ def test_fetchmail_keep_mode(user, popgate, tmp_path):
         'set invisible\n'
         'poll 127.0.0.1 service %d protocol pop3 uidl auth password\n'
         '  user "%s" there is "%s" here password "%s"\n'
-        '  keep no sslcertck\n'
+        '  keep no sslcertck %s\n'
         '  mda "/usr/bin/python3 %s %s"\n'
-        % (popgate.port, user.name, "root", user.password, save, out))
+        % (popgate.tls_port if mode == "tls" else popgate.port,
+           user.name, "root", user.password,
+           {"plain": "sslproto \'\'", "stls": "sslproto tls1.2+",
+            "tls": "ssl"}[mode], save, out))
     rc.chmod(stat.S_IRUSR | stat.S_IWUSR)
     env = dict(os.environ, HOME=str(tmp_path))
     cmd = ["fetchmail", "--nodetach", "--fetchmailrc", str(rc),
@@ -70,8 +99,11 @@ def test_fetchmail_keep_mode(user, popgate, tmp_path):
     assert len(user.messages()) == len(got)
 
 
+@pytest.mark.popgate_only
 @pytest.mark.skipif(shutil.which("getmail") is None, reason="no getmail6")
-def test_getmail_simple_pop3_retriever(user, popgate, tmp_path):
+@pytest.mark.parametrize("mode", ["plain", "tls"])  # getmail6 has no STLS
+def test_getmail_simple_pop3_retriever(user, secure_popgate, tmp_path, mode):
+    popgate = secure_popgate
     user.fill(five())
     out = tmp_path / "out"
     out.mkdir()
@@ -84,7 +116,7 @@ def test_getmail_simple_pop3_retriever(user, popgate, tmp_path):
     # root, and the tests may.
     rc.write_text(
         "[retriever]\n"
-        "type = SimplePOP3Retriever\n"
+        "type = %s\n"
         "server = 127.0.0.1\n"
         "port = %d\n"
         "username = %s\n"
@@ -101,7 +133,9 @@ def test_getmail_simple_pop3_retriever(user, popgate, tmp_path):
         "delivered_to = false\n"
         "received = false\n"
         "message_log_syslog = false\n"
-        % (popgate.port, user.name, user.password, save, out))
+        % ("SimplePOP3SSLRetriever" if mode == "tls" else "SimplePOP3Retriever",
+           popgate.tls_port if mode == "tls" else popgate.port,
+           user.name, user.password, save, out))
     cmd = ["getmail", "--getmaildir", str(gdir), "--rcfile", str(rc)]
     run(cmd)
     got = sorted(p.read_bytes() for p in out.iterdir())
@@ -113,15 +147,18 @@ def test_getmail_simple_pop3_retriever(user, popgate, tmp_path):
     assert len(user.messages()) == len(got)
 
 
-def test_outlook_session_transcript(user, connect):
+@pytest.mark.popgate_only
+@pytest.mark.parametrize("mode", MODES)
+def test_outlook_session_transcript(user, secure_popgate, mode):
     """The sequence Outlook sends (MS-STANOPOP3; O-V0003, O-V0006,
     O-V0007: no RSET, no argument forms of LIST/UIDL): every command one
     response, CRLF everywhere, STAT/LIST without extra text (X-V0004,
     X-V0005), messages byte for byte, deletion at QUIT."""
     uids = user.fill(five())
     expected = [pop3_message(user.fetch(u)) for u in uids]
-    c = connect()
-    assert c.greeting.startswith(b"+OK")
+    c = open_client(secure_popgate, mode)
+    if mode != "stls":
+        assert c.greeting.startswith(b"+OK")
     _, caps = c.multi("CAPA")
     assert b"UIDL" in caps.splitlines()
     c.login(user.name, user.password)
@@ -139,4 +176,30 @@ def test_outlook_session_transcript(user, connect):
         c.ok("DELE %d" % n)
     assert c.cmd("QUIT").startswith(b"+OK")
     assert c.at_eof()
+    c.close()
     assert [m[0] for m in user.messages()] == uids[2:]
+
+
+@pytest.mark.popgate_only
+@pytest.mark.parametrize("mode", MODES)
+def test_poplib_over_each_transport(user, secure_popgate, mode):
+    """poplib over plain, STLS and implicit TLS; messages byte for byte."""
+    pg = secure_popgate
+    uids = user.fill(five())
+    if mode == "tls":
+        p = poplib.POP3_SSL(pg.host, pg.tls_port, timeout=TIMEOUT,
+                            context=insecure_tls_context())
+    else:
+        p = poplib.POP3(pg.host, pg.port, timeout=TIMEOUT)
+        if mode == "stls":
+            p.stls(context=insecure_tls_context())
+    try:
+        p.user(user.name)
+        p.pass_(user.password)
+        for n, uid in enumerate(uids, 1):
+            _, lines, _ = p.retr(n)
+            got = b"".join(l + b"\r\n" for l in lines)
+            assert got == pop3_message(user.fetch(uid))
+        p.quit()
+    finally:
+        p.close()

@@ -261,23 +261,20 @@ def tls_overrides(sandbox, port=None):
 
 
 @popgate_only
-def test_implicit_tls_listener(user, sandbox, make_popgate):
+def test_X_E0001_implicit_tls_listener(user, sandbox, make_popgate):
     """X-E0001: an implicit-TLS listener next to the plain one."""
-    from dovecot import free_port
-    tls_port = free_port()
-    ov = tls_overrides(sandbox)
-    pg = make_popgate(ov)
-    pg.stop()
-    pg2 = make_popgate({**ov, "listen": [
-        {"address": "127.0.0.1", "port": pg.port},
-        {"address": "127.0.0.1", "port": tls_port, "tls": True}]})
+    pg = make_popgate({**tls_overrides(sandbox), "listen": [
+        {"address": "127.0.0.1", "port": 0},
+        {"address": "127.0.0.1", "port": 0, "tls": True}]})
     user.fill(five())
-    with RawPOP3(pg2.host, tls_port, tls_context=insecure_tls_context()) as c:
+    with RawPOP3(pg.host, pg.tls_port, tls_context=insecure_tls_context()) as c:
         assert c.greeting.startswith(b"+OK")
         c.login(user.name, user.password)
         _, body = c.multi("RETR 1")
         assert body == pop3_message(user.fetch(user.messages()[0][0]))
         c.ok("QUIT")
+    with RawPOP3(pg.host, pg.port) as c:
+        assert c.greeting.startswith(b"+OK")
 
 
 @popgate_only

@@ -114,6 +114,18 @@ class Popgate:
         self.port = free_port()
         self.host = "127.0.0.1"
         self.config = merge(base_config(upstream_port, self.port), overrides)
+        # Listener entries without a port get a free one; .port is the first
+        # plain listener, .tls_port the first implicit-TLS one.
+        self.tls_port = None
+        plain = []
+        for entry in self.config["listen"]:
+            if not entry.get("port"):
+                entry["port"] = free_port()
+            if entry.get("tls"):
+                self.tls_port = self.tls_port or entry["port"]
+            else:
+                plain.append(entry["port"])
+        self.port = plain[0] if plain else None
         self.conf_path = os.path.join(self.dir, "popgate.conf")
         self.log_path = os.path.join(self.dir, "popgate.stderr")
         self.proc = None
