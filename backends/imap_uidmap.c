@@ -3,6 +3,7 @@
  * round trips as the protocol allows.
  */
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +11,7 @@
 #include <openssl/rand.h>
 
 #include "imap_uidmap.h"
+#include "uidstore_sqlite.h"
 
 #define EXACT_RANGE (4u * 1024 * 1024)
 /* A server that keeps sending past the announced size is not believed
@@ -525,7 +527,40 @@ int imap_uidmap_need(void *ctx, struct uidmap_need *items, size_t n,
 	c->imap_error = MAILIMAP_NO_ERROR;
 	if (fetch_fingerprints(c, items, n, error_r) < 0)
 		return -1;
-	if (c->size_mode == SIZE_MODE_EXACT)
+	if (c->size_mode == UIDMAP_SIZE_EXACT)
 		return exact_sizes(c, items, n, error_r);
 	return upstream_sizes(c, items, n, error_r);
+}
+
+int imap_uidmap_snapshot(mailimap *imap, const char *store_path,
+			 const struct uidstore_key *key, uint32_t uidvalidity,
+			 struct mail_entry *msgs, size_t n,
+			 enum uidmap_size_mode mode, uint64_t budget_ms,
+			 int *imap_error_r, const char **error_r)
+{
+	struct imap_uidmap_ctx ctx = {
+		.imap = imap,
+		.size_mode = mode,
+		.exact_deadline_ms = budget_ms != 0 ?
+				     imap_uidmap_now_ms() + budget_ms : 0,
+		.imap_error = MAILIMAP_NO_ERROR,
+	};
+	struct uidstore *st = uidstore_sqlite_open(store_path, error_r);
+	int r;
+
+	*imap_error_r = MAILIMAP_NO_ERROR;
+	if (st == NULL)
+		return -1;
+	r = uidmap_assign(st, key, uidvalidity, msgs, n, imap_uidmap_need,
+			  &ctx, error_r);
+	*imap_error_r = ctx.imap_error;
+	if (r < 0) {
+		/* The message may live in the store, which goes now. */
+		static __thread char copy[320];
+
+		snprintf(copy, sizeof(copy), "%s", *error_r);
+		*error_r = copy;
+	}
+	uidstore_close(st);
+	return r;
 }

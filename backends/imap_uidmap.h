@@ -26,15 +26,10 @@
 
 #include "uidmap.h"
 
-enum size_mode {
-	SIZE_MODE_UPSTREAM, /* RFC822.SIZE, corrected for a missing final CRLF */
-	SIZE_MODE_EXACT,    /* count what is delivered, once per message */
-};
-
 struct imap_uidmap_ctx {
 	mailimap *imap;
-	enum size_mode size_mode;
-	/* SIZE_MODE_EXACT: CLOCK_MONOTONIC milliseconds after which no more
+	enum uidmap_size_mode size_mode;
+	/* UIDMAP_SIZE_EXACT: CLOCK_MONOTONIC milliseconds after which no more
 	 * messages are measured in this login (0: no limit). */
 	uint64_t exact_deadline_ms;
 	int imap_error;     /* out: libetpan code of the failed command */
@@ -43,6 +38,21 @@ struct imap_uidmap_ctx {
 /* A uidmap_need_fn; CTX is a struct imap_uidmap_ctx. */
 int imap_uidmap_need(void *ctx, struct uidmap_need *items, size_t n,
 		     const char **error_r);
+
+/*
+ * Give the snapshot MSGS[0..N-1] (ascending UID, RFC822.SIZE) of the folder
+ * selected in IMAP its unique-ids and served sizes from the store at
+ * STORE_PATH, opened and closed here; see uidmap_assign() for MSGS.  Exact
+ * sizes are measured for at most BUDGET_MS (0: no limit).  Returns 0, or
+ * -1 with *error_r set (a static string, valid until the next call in
+ * this thread) and *imap_error_r the libetpan code if the upstream failed
+ * (MAILIMAP_NO_ERROR if the store did).
+ */
+int imap_uidmap_snapshot(mailimap *imap, const char *store_path,
+			 const struct uidstore_key *key, uint32_t uidvalidity,
+			 struct mail_entry *msgs, size_t n,
+			 enum uidmap_size_mode mode, uint64_t budget_ms,
+			 int *imap_error_r, const char **error_r);
 
 /* The CLOCK_MONOTONIC time in milliseconds, for exact_deadline_ms. */
 uint64_t imap_uidmap_now_ms(void);

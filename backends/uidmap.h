@@ -26,6 +26,14 @@
 #include "fingerprint.h"
 #include "uidstore.h"
 
+/* How the size served for a message is learned (popgate.conf store.size_mode). */
+enum uidmap_size_mode {
+	UIDMAP_SIZE_UPSTREAM, /* RFC822.SIZE, corrected for a missing final
+				 line ending (default) */
+	UIDMAP_SIZE_EXACT,    /* count what is delivered, once per message,
+				 for servers whose RFC822.SIZE is estimated */
+};
+
 /* The callback is given at most this many messages at a time, and new
  * messages are committed in steps of this size (a crash loses one step). */
 #define UIDMAP_NEED_BATCH 1000
