@@ -8,6 +8,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -203,3 +204,91 @@ def test_poplib_over_each_transport(user, secure_popgate, mode):
         p.quit()
     finally:
         p.close()
+
+
+def run_in_pty(cmd, env, timeout=TIMEOUT):
+    """Run a full-screen program on a pseudo-terminal until it exits;
+    returns (exit status or None on timeout, its screen output)."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        try:
+            os.execvpe(cmd[0], cmd, env)
+        finally:
+            os._exit(127)
+    output = b""
+    status = None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                output += data
+                if data:
+                    continue
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = os.waitstatus_to_exitcode(st)
+                break
+    finally:
+        if status is None:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    return status, output.decode(errors="replace")
+
+
+@pytest.mark.popgate_only
+@pytest.mark.skipif(shutil.which("neomutt") is None, reason="no neomutt")
+@pytest.mark.parametrize("mode", MODES)
+def test_neomutt_copies_every_message(user, sandbox, secure_popgate,
+                                      tmp_path, mode):
+    """neomutt, driven headless on a pseudo-terminal: open the POP3 mailbox,
+    copy every message to a maildir, quit without deleting."""
+    pg = secure_popgate
+    user.fill(demo_messages())
+    out = tmp_path / "out"
+    # No "create it?" prompts: they would eat the pushed keys.
+    for sub in ("cur", "new", "tmp"):
+        (out / sub).mkdir(parents=True)
+    (tmp_path / "Mail").mkdir()
+    rc = tmp_path / "neomuttrc"
+    rc.write_text(
+        'set pop_user="%s"\n'
+        'set pop_pass="%s"\n'
+        "set mbox_type=Maildir\n"
+        "set confirmcreate=no\n"
+        "set confirmappend=no\n"
+        "set quit=yes\n"
+        "set pop_delete=no\n"
+        "set move=no\n"
+        "set auto_tag=yes\n"
+        "set wait_key=no\n"
+        'set header_cache=""\n'
+        'set message_cachedir=""\n'
+        'set certificate_file="%s"\n'
+        "set ssl_starttls=%s\n"
+        "set ssl_force_tls=%s\n"
+        % (user.name, user.password, sandbox.cert,
+           "yes" if mode == "stls" else "no",
+           "yes" if mode == "stls" else "no"))
+    url = ("pops://%s@127.0.0.1:%d/" % (user.name, pg.tls_port) if mode == "tls"
+           else "pop://%s@127.0.0.1:%d/" % (user.name, pg.port))
+    keys = "<tag-pattern>~A<enter><copy-message>%s<enter><quit>" % out
+    env = dict(os.environ, HOME=str(tmp_path), TERM="xterm")
+    status, screen = run_in_pty(["neomutt", "-n", "-F", str(rc), "-f", url,
+                                 "-e", 'push "%s"' % keys], env)
+    assert status == 0, screen[-2000:]
+    got = []
+    for path in out.glob("*/*"):
+        head, sep, body = path.read_bytes().partition(b"\n\n")
+        # neomutt adds these two headers when it copies a message.
+        head = re.sub(rb"(?m)^(Content-Length|Lines): \d+\n?", b"", head)
+        got.append(head.rstrip(b"\n") + sep + body)
+    assert sorted(got) == expected_set(user, b"\n"), screen[-2000:]
+    assert len(user.messages()) == len(got)
