@@ -15,6 +15,7 @@
 
 #include "imap_backend.h"
 #include "imap_transport.h"
+#include "imap_uidmap.h"
 #include "log.h"
 
 #define STREAM_BUFFER_SIZE 8192
@@ -615,6 +616,31 @@ static int fetch_sizes(struct imap_backend *ib, struct snapshot_ctx *sc)
 	return r;
 }
 
+/* Durable unique-ids instead of bare UIDs; without them, no snapshot: an
+ * invented id could make a client delete or skip the wrong message. */
+static int map_unique_ids(struct imap_backend *ib, struct mail_entry *msgs,
+			  size_t n, uint32_t uidvalidity,
+			  struct backend_error *err)
+{
+	char upstream[300];
+	struct uidstore_key key = { upstream, ib->user, folder_name(ib) };
+	const char *error = NULL;
+	int imap_error;
+
+	snprintf(upstream, sizeof(upstream), "%s:%u", ib->set->host,
+		 ib->set->port);
+	if (imap_uidmap_snapshot(ib->imap, ib->set->uid_store, &key,
+				 uidvalidity, msgs, n, ib->set->size_mode,
+				 ib->set->exact_budget_ms, &imap_error,
+				 &error) == 0)
+		return 0;
+	if (imap_error != MAILIMAP_NO_ERROR && is_session_error(imap_error))
+		return session_failed(ib, "UID FETCH", imap_error,
+				      BACKEND_TEMP, err);
+	log_upstream_error(ib, "unique-id store", error);
+	return backend_fail(err, BACKEND_TEMP, "unique-id store unavailable");
+}
+
 static int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 			 struct backend_error *err)
 {
@@ -663,6 +689,11 @@ static int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 		if (out > 0 && sc.msgs[out - 1].imap_uid == sc.msgs[i].imap_uid)
 			continue;
 		sc.msgs[out++] = sc.msgs[i];
+	}
+	if (ib->set->uid_store != NULL &&
+	    map_unique_ids(ib, sc.msgs, out, snap->uidvalidity, err) < 0) {
+		free(sc.msgs);
+		return -1;
 	}
 	snap->count = out;
 	snap->msgs = sc.msgs;

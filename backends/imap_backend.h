@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "uidmap.h"
 
 enum upstream_tls {
 	UPSTREAM_TLS_NONE,     /* plain IMAP (loopback, test rigs) */
@@ -43,6 +44,10 @@ struct upstream_settings {
 	uint64_t connect_timeout_ms;
 	uint64_t command_timeout_ms;
 	bool forward_client_ip;   /* send IMAP ID x-originating-ip/port */
+	/* Unique-id store file (uidmap.h, issue 5); NULL: serve IMAP UIDs. */
+	const char *uid_store;
+	enum uidmap_size_mode size_mode;  /* default UIDMAP_SIZE_UPSTREAM */
+	uint64_t exact_budget_ms;         /* per login; 0: no limit */
 };
 
 /* Where the POP3 client connects from, for IMAP ID and for logs. */
