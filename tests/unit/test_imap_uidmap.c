@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "imap_backend.h"
 #include "imap_transport.h"
 #include "imap_uidmap.h"
 #include "uidmap.h"
@@ -342,6 +343,100 @@ static void test_vanished_message_answered(void **state)
 	disconnect(imap);
 }
 
+static struct upstream_settings backend_settings(const char *folder,
+						 const char *store)
+{
+	return (struct upstream_settings) {
+		.host = rig.host, .port = rig.port, .tls = UPSTREAM_TLS_NONE,
+		.verify = true, .folder = folder,
+		.connect_timeout_ms = 5000, .command_timeout_ms = 10000,
+		.uid_store = store, .size_mode = UIDMAP_SIZE_UPSTREAM,
+	};
+}
+
+/* Log in and take a snapshot through the IMAP backend. */
+static int backend_snapshot_of(const struct upstream_settings *set,
+			       struct mail_snapshot *snap,
+			       struct backend_error *err)
+{
+	struct client_origin origin = { "127.0.0.1", 1 };
+	struct backend *be = imap_backend_new(set, &origin);
+	int r;
+
+	assert_non_null(be);
+	assert_int_equal(backend_login(be, rig.user, rig.pass, err), 0);
+	r = backend_snapshot(be, snap, err);
+	backend_free(be);
+	return r;
+}
+
+/* The whole path: the backend serves stored ids, also after the folder is
+ * deleted and recreated with the same messages (a new UIDVALIDITY). */
+static void test_backend_serves_stored_ids(void **state)
+{
+	char folder[64];
+	struct upstream_settings set;
+	struct mail_snapshot snap = { 0 };
+	struct backend_error err;
+	mailimap *imap = connect_imap();
+	uint64_t id_of_msg[N_MSGS] = { 0 }, max_id = 0;
+	uint32_t first_uidvalidity;
+	static const int order[N_MSGS] = { 2, 5, 4, 0, 3, 1 };
+
+	(void)state;
+	remove_store();
+	snprintf(folder, sizeof(folder), "popgate-uidmap-c-%ld", (long)getpid());
+	set = backend_settings(folder, rig.store);
+	assert_int_equal(mailimap_create(imap, folder), MAILIMAP_NO_ERROR);
+	for (int i = 0; i < N_MSGS; i++)
+		append(imap, folder, messages[i]);
+	assert_int_equal(backend_snapshot_of(&set, &snap, &err), 0);
+	assert_int_equal(snap.count, N_MSGS);
+	first_uidvalidity = snap.uidvalidity;
+	assert_int_equal(mailimap_select(imap, folder), MAILIMAP_NO_ERROR);
+	for (size_t i = 0; i < snap.count; i++) {
+		size_t len;
+		char *p = fetch_whole(imap, snap.msgs[i].imap_uid, &len);
+
+		assert_int_equal(snap.msgs[i].uid, snap.msgs[i].imap_uid);
+		assert_int_equal(snap.msgs[i].size, delivered_size(p, len));
+		free(p);
+		id_of_msg[which(imap, snap.msgs[i].imap_uid)] = snap.msgs[i].uid;
+		max_id = snap.msgs[i].uid;
+	}
+	mail_snapshot_clear(&snap);
+
+	/* Rebuilt: same name, new UIDVALIDITY, other order. */
+	assert_int_equal(mailimap_select(imap, "INBOX"), MAILIMAP_NO_ERROR);
+	assert_int_equal(mailimap_delete(imap, folder), MAILIMAP_NO_ERROR);
+	assert_int_equal(mailimap_create(imap, folder), MAILIMAP_NO_ERROR);
+	for (int i = 0; i < N_MSGS; i++)
+		append(imap, folder, messages[order[i]]);
+	assert_int_equal(backend_snapshot_of(&set, &snap, &err), 0);
+	assert_int_not_equal(snap.uidvalidity, first_uidvalidity);
+	assert_int_equal(mailimap_select(imap, folder), MAILIMAP_NO_ERROR);
+	for (size_t i = 0; i < snap.count; i++) {
+		int msg = which(imap, snap.msgs[i].imap_uid);
+
+		if (i > 0)
+			assert_true(snap.msgs[i].uid > snap.msgs[i - 1].uid);
+		if (msg == 3 || msg == 4)
+			assert_true(snap.msgs[i].uid > max_id);
+		else
+			assert_int_equal(snap.msgs[i].uid, id_of_msg[msg]);
+	}
+	mail_snapshot_clear(&snap);
+
+	/* A store that cannot be opened: no ids are invented. */
+	set.uid_store = "/nonexistent-dir/uids.db";
+	assert_int_equal(backend_snapshot_of(&set, &snap, &err), -1);
+	assert_int_equal(err.status, BACKEND_TEMP);
+
+	assert_int_equal(mailimap_select(imap, "INBOX"), MAILIMAP_NO_ERROR);
+	mailimap_delete(imap, folder);
+	disconnect(imap);
+}
+
 static int group_setup(void **state)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -404,6 +499,7 @@ int main(void)
 		cmocka_unit_test(test_sizes_and_rebuild),
 		cmocka_unit_test(test_exact_sizes_and_budget),
 		cmocka_unit_test(test_vanished_message_answered),
+		cmocka_unit_test(test_backend_serves_stored_ids),
 	};
 
 	if (!parse_env()) {
