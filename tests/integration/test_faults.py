@@ -1,0 +1,71 @@
+"""Upstream faults in the middle of a message (issue 4): the client never
+gets a terminator for an incomplete message, nothing is deleted, and
+popgate keeps serving new sessions."""
+
+import socket
+
+import pytest
+
+from fakeimap import FAULTS, FakeIMAP
+from pop3client import RawPOP3, pop3_message
+
+pytestmark = pytest.mark.popgate_only
+
+# Larger than popgate's biggest fetch chunk, so the fault lands in a later
+# chunk, after the client has had "+OK" and the first part of the message.
+MESSAGE_SIZE = 6 * 1024 * 1024
+
+
+def big_message():
+    head = b"From: fault@example.org\r\nSubject: faults\r\n\r\n"
+    line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n"
+    return head + line * (MESSAGE_SIZE // len(line))
+
+
+def read_until_eof(c, limit=60):
+    """Everything the server sends until it closes (bounded by the socket
+    timeout); returns (octets, closed)."""
+    c.sock.settimeout(limit)
+    data = c.buf
+    c.buf = b""
+    try:
+        while True:
+            chunk = c.sock.recv(1 << 16)
+            if not chunk:
+                return data, True
+            data += chunk
+    except socket.timeout:
+        return data, False
+    except ConnectionResetError:
+        return data, True
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault_mid_message_no_false_terminator(fault, make_popgate):
+    small = b"From: a@example.org\r\nSubject: small\r\n\r\nsmall\r\n"
+    fake = FakeIMAP([big_message(), small], fault=fault).start()
+    try:
+        pg = make_popgate({"upstream": {"command_timeout": "3s"}},
+                          upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            resp = c.cmd("RETR 1")
+            if resp.startswith(b"+OK"):
+                data, closed = read_until_eof(c)
+                assert closed, "popgate neither finished nor closed"
+                assert fake.fault_done.is_set(), "the fault never triggered"
+                assert not data.endswith(b"\r\n.\r\n")
+                assert b"\r\n.\r\n" not in data
+                assert len(data) < MESSAGE_SIZE
+            else:
+                # Refusing before the first octet is honest too.
+                assert resp.startswith(b"-ERR"), resp
+        assert fake.changes == [], fake.changes
+        # New sessions still work, and get whole messages.
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            _, body = c.multi("RETR 2")
+            assert body == pop3_message(small)
+            c.ok("QUIT")
+    finally:
+        fake.stop()

@@ -1,0 +1,207 @@
+"""A scripted IMAP server for fault-injection tests (real Dovecot does the
+rest).
+
+It serves one INBOX well enough for popgate (CAPABILITY, LOGIN, SELECT,
+UID FETCH of UID/RFC822.SIZE and of BODY.PEEK[]<offset.length>, NOOP,
+UID STORE, UID EXPUNGE, LOGOUT) and, once, misbehaves in the middle of a
+message: on the first body fetch at an offset above 0 it does what FAULT
+says.  Every connection runs in its own thread; sockets have timeouts so
+a stalled server thread ends by itself.
+
+Faults:
+  cut      close the connection half-way through the literal
+  short    send half the announced literal, then the end of the response,
+           then nothing (a literal shorter than announced)
+  long     send more octets than announced, then the end of the response
+  huge     announce a literal of 1 TiB and send 1 MiB of it, then stall
+  garbage  answer with a line that is not IMAP, then stall
+  stall    answer nothing
+  bye      send "* BYE" and close
+  no       answer the FETCH with a tagged NO
+"""
+
+import re
+import socket
+import socketserver
+import threading
+
+FAULTS = ("cut", "short", "long", "huge", "garbage", "stall", "bye", "no")
+STALL_SECONDS = 30
+
+
+class FakeIMAP:
+    def __init__(self, messages, user="fake", password="fakepw", fault=None):
+        self.messages = list(messages)  # message i has UID i + 1
+        self.user = user
+        self.password = password
+        self.fault = fault
+        self.fault_done = threading.Event()
+        self.changes = []  # STORE/EXPUNGE commands seen: must stay empty
+        self.lock = threading.Lock()
+        handler = self._handler_class()
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.1},
+                                       daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def take_fault(self):
+        """The fault to apply now, once per server."""
+        with self.lock:
+            fault, self.fault = self.fault, None
+            return fault
+
+    def _handler_class(self):
+        fake = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            timeout = STALL_SECONDS
+
+            def handle(self):
+                try:
+                    Session(fake, self.connection, self.rfile).run()
+                except (OSError, ValueError):
+                    pass
+
+        return Handler
+
+
+class Session:
+    def __init__(self, fake, sock, rfile):
+        self.fake = fake
+        self.sock = sock
+        self.rfile = rfile
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def stall(self):
+        # Hold the connection open without answering until the client
+        # gives up (its timeout) or STALL_SECONDS pass.
+        self.sock.settimeout(STALL_SECONDS)
+        try:
+            while self.sock.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def run(self):
+        self.send(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] fake server ready\r\n")
+        while True:
+            line = self.rfile.readline(65536)
+            if not line:
+                return
+            m = re.match(rb"(\S+) (?:UID )?(\S+)", line)
+            if not m:
+                self.send(b"* BAD what?\r\n")
+                continue
+            tag = m.group(1)
+            uid_cmd = line.split()[1].upper() == b"UID" if len(line.split()) > 1 else False
+            cmd = m.group(2).upper()
+            if cmd == b"CAPABILITY":
+                self.send(b"* CAPABILITY IMAP4rev1 UIDPLUS\r\n%s OK done\r\n" % tag)
+            elif cmd == b"LOGIN":
+                args = re.findall(rb'"((?:[^"\\]|\\.)*)"|(\S+)', line)[2:]
+                vals = [a or b for a, b in args]
+                if vals == [self.fake.user.encode(), self.fake.password.encode()]:
+                    self.send(b"%s OK logged in\r\n" % tag)
+                else:
+                    self.send(b"%s NO [AUTHENTICATIONFAILED] no\r\n" % tag)
+            elif cmd in (b"SELECT", b"EXAMINE"):
+                n = len(self.fake.messages)
+                self.send(b"* %d EXISTS\r\n* 0 RECENT\r\n"
+                          b"* OK [UIDVALIDITY 42] ok\r\n"
+                          b"* OK [UIDNEXT %d] ok\r\n"
+                          b"* FLAGS (\\Seen \\Deleted)\r\n"
+                          b"%s OK [READ-WRITE] selected\r\n" % (n, n + 1, tag))
+            elif cmd == b"FETCH" and uid_cmd:
+                if self.fetch(tag, line) is False:
+                    return
+            elif cmd in (b"STORE", b"EXPUNGE"):
+                self.fake.changes.append(line)
+                self.send(b"%s OK done\r\n" % tag)
+            elif cmd == b"LOGOUT":
+                self.send(b"* BYE bye\r\n%s OK done\r\n" % tag)
+                return
+            else:  # NOOP, ID, ENABLE...
+                self.send(b"%s OK done\r\n" % tag)
+
+    def uids(self, spec):
+        n = len(self.fake.messages)
+        out = []
+        for part in spec.split(b","):
+            lo, _, hi = part.partition(b":")
+            lo = n if lo == b"*" else int(lo)
+            hi = lo if not hi else (n if hi == b"*" else int(hi))
+            lo, hi = min(lo, hi), max(lo, hi)
+            out += [u for u in range(lo, hi + 1) if 1 <= u <= n]
+        return sorted(set(out))
+
+    def fetch(self, tag, line):
+        parts = line.split()
+        uids = self.uids(parts[3])
+        body = re.search(rb"BODY\.PEEK\[\]<(\d+)\.(\d+)>", line)
+        if not body:
+            for u in uids:
+                self.send(b"* %d FETCH (UID %d RFC822.SIZE %d)\r\n"
+                          % (u, u, len(self.fake.messages[u - 1])))
+            self.send(b"%s OK done\r\n" % tag)
+            return True
+        offset, length = int(body.group(1)), int(body.group(2))
+        fault = self.fake.take_fault() if offset > 0 else None
+        for u in uids:
+            data = self.fake.messages[u - 1][offset:offset + length]
+            head = b"* %d FETCH (UID %d BODY[]<%d> {%d}\r\n" % (u, u, offset, len(data))
+            if fault is None:
+                self.send(head + data + b")\r\n")
+                continue
+            self.fake.fault_done.set()
+            half = data[:len(data) // 2]
+            if fault == "cut":
+                self.send(head + half)
+                return False
+            if fault == "short":
+                self.send(head + half + b")\r\n%s OK done\r\n" % tag)
+                self.stall()
+                return False
+            if fault == "long":
+                self.send(head + data + b"EXTRA OCTETS\r\n" * 10 +
+                          b")\r\n%s OK done\r\n" % tag)
+                self.stall()
+                return False
+            if fault == "huge":
+                self.send(b"* %d FETCH (UID %d BODY[]<%d> {1099511627776}\r\n"
+                          % (u, u, offset) + b"x" * (1 << 20))
+                self.stall()
+                return False
+            if fault == "garbage":
+                self.send(b"%%%% this is not IMAP %%%%\r\n\x00\xff\r\n")
+                self.stall()
+                return False
+            if fault == "stall":
+                self.stall()
+                return False
+            if fault == "bye":
+                self.send(b"* BYE server shutting down\r\n")
+                return False
+            if fault == "no":
+                self.send(b"%s NO [SERVERBUG] cannot fetch\r\n" % tag)
+                return True
+        self.send(b"%s OK done\r\n" % tag)
+        return True
