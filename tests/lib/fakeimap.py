@@ -30,8 +30,11 @@ STALL_SECONDS = 30
 
 
 class FakeIMAP:
-    def __init__(self, messages, user="fake", password="fakepw", fault=None):
+    def __init__(self, messages, user="fake", password="fakepw", fault=None,
+                 capabilities=b"IMAP4rev1 UIDPLUS ID"):
         self.messages = list(messages)  # message i has UID i + 1
+        self.capabilities = capabilities
+        self.commands = []  # every command line received, in order
         self.user = user
         self.password = password
         self.fault = fault
@@ -102,11 +105,14 @@ class Session:
             pass
 
     def run(self):
-        self.send(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] fake server ready\r\n")
+        caps = self.fake.capabilities
+        self.send(b"* OK [CAPABILITY %s] fake server ready\r\n" % caps)
         while True:
             line = self.rfile.readline(65536)
             if not line:
                 return
+            with self.fake.lock:
+                self.fake.commands.append(line)
             m = re.match(rb"(\S+) (?:UID )?(\S+)", line)
             if not m:
                 self.send(b"* BAD what?\r\n")
@@ -115,7 +121,7 @@ class Session:
             uid_cmd = line.split()[1].upper() == b"UID" if len(line.split()) > 1 else False
             cmd = m.group(2).upper()
             if cmd == b"CAPABILITY":
-                self.send(b"* CAPABILITY IMAP4rev1 UIDPLUS\r\n%s OK done\r\n" % tag)
+                self.send(b"* CAPABILITY %s\r\n%s OK done\r\n" % (caps, tag))
             elif cmd == b"LOGIN":
                 args = re.findall(rb'"((?:[^"\\]|\\.)*)"|(\S+)', line)[2:]
                 vals = [a or b for a, b in args]
@@ -136,6 +142,8 @@ class Session:
             elif cmd in (b"STORE", b"EXPUNGE"):
                 self.fake.changes.append(line)
                 self.send(b"%s OK done\r\n" % tag)
+            elif cmd == b"ID":
+                self.send(b'* ID ("name" "fakeimap")\r\n%s OK done\r\n' % tag)
             elif cmd == b"LOGOUT":
                 self.send(b"* BYE bye\r\n%s OK done\r\n" % tag)
                 return

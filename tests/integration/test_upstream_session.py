@@ -1,0 +1,87 @@
+"""What popgate sends upstream, seen by the scripted IMAP server: client
+address forwarding, keepalive, and credentials that could inject IMAP
+commands."""
+
+import base64
+import re
+import time
+
+import pytest
+
+from fakeimap import FakeIMAP
+from pop3client import RawPOP3
+
+pytestmark = pytest.mark.popgate_only
+
+MSG = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+@pytest.fixture
+def fake():
+    f = FakeIMAP([MSG]).start()
+    yield f
+    f.stop()
+
+
+def sent(fake, pattern):
+    return [l for l in fake.commands if re.search(pattern, l, re.I)]
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_forward_client_ip_in_imap_id(fake, make_popgate, forward):
+    """forward_client_ip sends IMAP ID x-originating-ip/-port with the POP3
+    client's address, so the upstream's per-IP limits see the real client."""
+    pg = make_popgate({"upstream": {"forward_client_ip": forward}},
+                      upstream_port=fake.port)
+    with RawPOP3(pg.host, pg.port) as c:
+        client_port = c.sock.getsockname()[1]
+        c.login(fake.user, fake.password)
+        c.ok("QUIT")
+    ids = sent(fake, rb"^\S+ ID ")
+    if forward:
+        assert ids, fake.commands
+        assert re.search(rb'"x-originating-ip" "127\.0\.0\.1"', ids[0]), ids
+        assert re.search(rb'"x-originating-port" "%d"' % client_port, ids[0]), ids
+        # ID goes before the credentials, or the upstream cannot use it.
+        first_login = min(i for i, l in enumerate(fake.commands)
+                          if re.search(rb"^\S+ (LOGIN|AUTHENTICATE) ", l, re.I))
+        assert fake.commands.index(ids[0]) < first_login
+    else:
+        assert not any(b"x-originating" in l.lower() for l in ids)
+
+
+def test_keepalive_while_client_idles(fake, make_popgate):
+    """upstream.keepalive: NOOPs go upstream while the POP3 client idles."""
+    pg = make_popgate({"upstream": {"keepalive": "1s"}},
+                      upstream_port=fake.port)
+    with RawPOP3(pg.host, pg.port) as c:
+        c.login(fake.user, fake.password)
+        before = len(sent(fake, rb"^\S+ NOOP"))
+        deadline = time.monotonic() + 6
+        while len(sent(fake, rb"^\S+ NOOP")) < before + 2:
+            assert time.monotonic() < deadline, "no keepalive NOOP upstream"
+            time.sleep(0.1)
+        assert c.ok("STAT").startswith(b"+OK 1 ")
+        c.ok("QUIT")
+
+
+@pytest.mark.parametrize("password", [
+    "pw\r\nX1 DELETE INBOX", "pw\nX1 DELETE INBOX", "pw\rX1 DELETE INBOX",
+    "pw\0X1"])
+def test_credentials_with_line_breaks_never_reach_upstream(
+        fake, make_popgate, password):
+    """CR, LF or NUL in credentials is -ERR [AUTH]; libetpan would send them
+    raw and the remainder would become a second IMAP command."""
+    pg = make_popgate(upstream_port=fake.port)
+    with RawPOP3(pg.host, pg.port) as c:
+        token = base64.b64encode(
+            b"\0" + fake.user.encode() + b"\0" + password.encode()).decode()
+        resp = c.cmd("AUTH PLAIN " + token)
+        assert resp.startswith(b"-ERR [AUTH]"), resp
+    with RawPOP3(pg.host, pg.port) as c:
+        c.ok("USER " + fake.user)
+        if "\0" in password:
+            resp = c.cmd(b"PASS " + password.encode())
+            assert resp.startswith(b"-ERR"), resp
+    assert not sent(fake, rb"DELETE"), fake.commands
+    assert not sent(fake, rb"^\S+ (LOGIN|AUTHENTICATE) "), fake.commands
