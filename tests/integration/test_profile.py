@@ -3,6 +3,7 @@ Each test names the statement id it checks."""
 
 import base64
 import re
+import socket
 import ssl
 import time
 
@@ -373,3 +374,75 @@ def test_failed_login_delay(user, make_popgate):
         c.ok("USER " + user.name)
         assert c.cmd("PASS " + user.password).startswith(b"+OK")
         assert time.monotonic() - started >= 0.9
+
+
+def test_pipelining_answers_in_order(user, connect):
+    """RFC 2449 PIPELINING: commands sent in one packet are answered in
+    order, each exactly once (O-C0005)."""
+    msgs = five()
+    user.fill(msgs)
+    c = login(connect, user)
+    c.send(b"STAT\r\nLIST\r\nUIDL 2\r\nRETR 1\r\nTOP 2 0\r\nNOOP\r\nLIST 9\r\n")
+    assert c.read_line().startswith(b"+OK 5 ")
+    assert c.read_line().startswith(b"+OK")
+    assert len(c.read_multiline().splitlines()) == 5
+    assert c.read_line().startswith(b"+OK 2 ")
+    assert c.read_line().startswith(b"+OK")
+    assert c.read_multiline() == pop3_message(msgs[0])
+    assert c.read_line().startswith(b"+OK")
+    assert c.read_multiline() == top_of(pop3_message(msgs[1]), 0)
+    assert c.read_line().startswith(b"+OK")
+    assert c.read_line().startswith(b"-ERR ")
+    c.ok("QUIT")
+
+
+def old_tls_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = ssl.TLSVersion.TLSv1
+    return ctx
+
+
+@popgate_only
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # TLS 1.0 on purpose
+@pytest.mark.parametrize("profile", ["modern", "legacy"])
+def test_tls_profile_legacy_admits_tls10(user, sandbox, make_popgate, profile):
+    """tls.profile: "modern" refuses TLS 1.0, "legacy" admits it (old
+    Outlook versions)."""
+    pg = make_popgate({"tls": {"certificate": sandbox.cert, "key": sandbox.key,
+                               "profile": profile},
+                       "listen": [{"address": "127.0.0.1", "port": 0, "tls": True}]})
+    try:
+        c = RawPOP3(pg.host, pg.tls_port, tls_context=old_tls_context())
+    except (ssl.SSLError, ConnectionResetError, EOFError) as e:
+        assert profile == "modern", "legacy refused TLS 1.0: %s" % e
+        return
+    with c:
+        assert profile == "legacy", "modern admitted %s" % c.sock.version()
+        assert c.sock.version() == "TLSv1"
+        c.login(user.name, user.password)
+        c.ok("QUIT")
+
+
+@popgate_only
+def test_send_timeout_closes_silently(user, make_popgate):
+    """X-V0002: a client that stops reading mid-response meets
+    timeout_send and is closed; nothing is deleted."""
+    from messages import large
+    uids = user.fill([large(8 * 1024 * 1024)] + five())
+    pg = make_popgate({"pop3": {"timeout_send": "1s"}})
+    c = RawPOP3(pg.host, pg.port)
+    try:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.login(user.name, user.password)
+        c.ok("DELE 2")
+        c.send(b"RETR 1\r\n")
+        # Never read: popgate's writes block, and the send timeout fires.
+        m = pg.wait_log(r"event=(timeout|disconnect)[^\n]*", timeout=20)
+        assert m, pg.log()
+    finally:
+        c.close()
+    assert [m[0] for m in user.messages()] == uids
