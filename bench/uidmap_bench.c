@@ -10,6 +10,11 @@
  * which every message kept its id (one exception row per message, the
  * worst case).  Prints the median and the spread in milliseconds.  Not a
  * test: the numbers depend on the machine.
+ *
+ * With POPGATE_BENCH_IMAP=host:port:user:pass:folder (a plain IMAP
+ * listener), it also times the whole login as the IMAP backend does it
+ * (LOGIN, SELECT, UID FETCH 1:* (UID RFC822.SIZE)), without the store and
+ * with a store that already knows the folder, and prints the overhead.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "imap_backend.h"
 #include "uidmap.h"
 #include "uidstore_sqlite.h"
 
@@ -107,6 +113,86 @@ static int measure(const char *label, const char *path, uint32_t uidvalidity,
 	return 0;
 }
 
+/* One backend login + snapshot; returns milliseconds, or -1. */
+static double backend_login_ms(const struct upstream_settings *set,
+			       const char *user, const char *pass, size_t *n_r)
+{
+	struct client_origin origin = { "127.0.0.1", 1 };
+	struct backend *be = imap_backend_new(set, &origin);
+	struct mail_snapshot snap = { 0 };
+	struct backend_error err;
+	double start = now_ms(), ms = -1;
+
+	if (be == NULL)
+		return -1;
+	if (backend_login(be, user, pass, &err) == 0 &&
+	    backend_snapshot(be, &snap, &err) == 0) {
+		ms = now_ms() - start;
+		*n_r = snap.count;
+	} else {
+		fprintf(stderr, "uidmap_bench: %s\n", err.text);
+	}
+	mail_snapshot_clear(&snap);
+	backend_free(be);
+	return ms;
+}
+
+static double median_login(const struct upstream_settings *set,
+			   const char *user, const char *pass, size_t runs,
+			   size_t *n_r)
+{
+	double *t = calloc(runs, sizeof(*t)), m;
+
+	if (t == NULL)
+		return -1;
+	for (size_t r = 0; r < runs; r++) {
+		if ((t[r] = backend_login_ms(set, user, pass, n_r)) < 0) {
+			free(t);
+			return -1;
+		}
+	}
+	qsort(t, runs, sizeof(*t), cmp_double);
+	m = t[runs / 2];
+	free(t);
+	return m;
+}
+
+/* The criterion: login with the store costs at most 10% more. */
+static int bench_imap(const char *spec, const char *path, size_t runs)
+{
+	char host[128], user[64], pass[64], folder[128];
+	unsigned port;
+	struct upstream_settings set = { 0 };
+	double without, with;
+	size_t n = 0;
+
+	if (sscanf(spec, "%127[^:]:%u:%63[^:]:%63[^:]:%127s", host, &port,
+		   user, pass, folder) != 5) {
+		fprintf(stderr, "POPGATE_BENCH_IMAP: host:port:user:pass:folder\n");
+		return -1;
+	}
+	set.host = host;
+	set.port = port;
+	set.tls = UPSTREAM_TLS_NONE;
+	set.folder = folder;
+	set.connect_timeout_ms = 10000;
+	set.command_timeout_ms = 600000;
+	/* Warm the server's index, then record the folder once. */
+	if (backend_login_ms(&set, user, pass, &n) < 0)
+		return -1;
+	without = median_login(&set, user, pass, runs, &n);
+	set.uid_store = path;
+	if (without < 0 || backend_login_ms(&set, user, pass, &n) < 0)
+		return -1;
+	with = median_login(&set, user, pass, runs, &n);
+	if (with < 0)
+		return -1;
+	printf("IMAP login of %zu messages, median of %zu: without store "
+	       "%.1f ms, with store %.1f ms: %+.1f%%\n", n, runs, without,
+	       with, (with - without) * 100 / without);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char default_path[256];
@@ -158,5 +244,17 @@ int main(int argc, char **argv)
 		    &rebuilt, m, runs) < 0)
 		return 1;
 	free(m);
+	if (getenv("POPGATE_BENCH_IMAP") != NULL) {
+		for (const char *sfx = ""; sfx != NULL;
+		     sfx = *sfx == '\0' ? "-wal" :
+			   strcmp(sfx, "-wal") == 0 ? "-shm" : NULL) {
+			char p[300];
+
+			snprintf(p, sizeof(p), "%s%s", path, sfx);
+			unlink(p);
+		}
+		if (bench_imap(getenv("POPGATE_BENCH_IMAP"), path, runs) < 0)
+			return 1;
+	}
 	return 0;
 }
