@@ -14,7 +14,9 @@
  * All functions block (file I/O, waiting for another writer's lock up to the
  * store's busy timeout).  They return 0 (or a count) on success and -1 on
  * failure with *error_r set to a static or store-owned string valid until
- * the next call on the same store; nothing is printed.  Implementations:
+ * the next call on the same store; nothing is printed.  A struct uidstore
+ * belongs to one thread; processes and threads share a store through its
+ * file, each with its own struct uidstore.  Implementations:
  * uidstore_sqlite.c; a RAM store in the unit tests; PostgreSQL later.
  */
 #ifndef POPGATE_UIDSTORE_H
