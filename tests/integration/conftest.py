@@ -127,7 +127,7 @@ class DovecotStandin:
     def stop(self):
         return 0
 
-    def sanitizer_reports(self):
+    def crash_reports(self):
         return []
 
 
@@ -136,7 +136,8 @@ def make_popgate(sandbox, tmp_path):
     """make_popgate(overrides=None, upstream_port=None) -> started Popgate.
 
     Every instance is stopped at teardown; the test fails if it ignores
-    SIGTERM or if a sanitizer reported anything in its log.
+    SIGTERM, if a sanitizer reported anything in its log, or if a session
+    process crashed.
     """
     started = []
     counter = itertools.count(1)
@@ -156,9 +157,9 @@ def make_popgate(sandbox, tmp_path):
             pg.stop()
         except popgate_lib.PopgateError as e:
             problems.append(str(e))
-        reports = pg.sanitizer_reports()
+        reports = pg.crash_reports()
         if reports:
-            problems.append("sanitizer reports in %s:\n%s"
+            problems.append("crash reports in %s:\n%s"
                             % (pg.log_path, "\n".join(reports)))
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)

@@ -225,8 +225,11 @@ class Popgate:
         self._close_log()
         return self.proc.returncode
 
-    def sanitizer_reports(self):
-        """Lines where ASan, LSan or UBSan reported a problem."""
+    def crash_reports(self):
+        """Log lines saying that a process crashed: ASan, LSan or UBSan
+        reports, and the master's event=session_crashed for a session
+        killed by a signal (what a plain build shows of a SEGV)."""
         pat = re.compile(r"(ERROR: (Address|Leak)Sanitizer|runtime error:|"
-                         r"SUMMARY: (Address|Undefined|Leak))")
+                         r"SUMMARY: (Address|Undefined|Leak)|"
+                         r"event=session_crashed)")
         return [l for l in self.log().splitlines() if pat.search(l)]
