@@ -2,10 +2,10 @@
 failures, signals and the event log."""
 
 import os
+import pwd
 import re
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
@@ -205,14 +205,33 @@ def test_sigterm_drain_time_ends_idle_session(user, make_popgate):
     assert [m[0] for m in user.messages()] == uids
 
 
+def process_uids(pid):
+    """Real, effective, saved and filesystem uids of PID (from /proc)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return {int(u) for u in line.split()[1:]}
+    return set()
+
+
+def child_pids(pid):
+    pids = []
+    for task in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
 def test_runs_as_configured_user(user, popgate):
+    """daemon.user: after binding, the master and every session process
+    run as that user, with no way back to root."""
     if os.geteuid() != 0:
         pytest.skip("only meaningful as root")
+    nobody = pwd.getpwnam("nobody").pw_uid
     with RawPOP3(popgate.host, popgate.port) as c:
         c.login(user.name, user.password)
-        out = subprocess.run(["ps", "-o", "user=", "--ppid",
-                              str(popgate.proc.pid)],
-                             stdout=subprocess.PIPE, timeout=10).stdout
-        owners = set(out.decode().split())
+        sessions = child_pids(popgate.proc.pid)
+        assert sessions
+        for pid in [popgate.proc.pid] + sessions:
+            assert process_uids(pid) == {nobody}, pid
         c.ok("QUIT")
-    assert owners and owners <= {"nobody"}, owners
