@@ -31,7 +31,9 @@ struct imap_backend {
 	struct imap_transport *tr; /* owned by imap's stream */
 	bool authenticated;
 	bool warned_no_verify;
-	char user[128];            /* for log lines; never the password */
+	/* The logged-in user, for log lines and the unique-id store's key:
+	 * user names have no length limit (X 2.1.2), so it is allocated. */
+	char *user;
 };
 
 static const char *folder_name(const struct imap_backend *ib)
@@ -509,8 +511,12 @@ static int imap_login(struct backend *be, const char *user, const char *pass,
 	}
 	if (r != MAILIMAP_NO_ERROR)
 		return session_failed(ib, "login", r, BACKEND_TEMP, err);
+	free(ib->user);
+	if ((ib->user = strdup(user)) == NULL) {
+		drop_connection(ib);
+		return backend_fail(err, BACKEND_TEMP, "out of memory");
+	}
 	ib->authenticated = true;
-	snprintf(ib->user, sizeof(ib->user), "%s", user);
 	if (!have_capabilities(ib) && refresh_capabilities(ib, err) < 0)
 		return -1;
 	return 0;
@@ -622,17 +628,22 @@ static int map_unique_ids(struct imap_backend *ib, struct mail_entry *msgs,
 			  size_t n, uint32_t uidvalidity,
 			  struct backend_error *err)
 {
-	char upstream[300];
-	struct uidstore_key key = { upstream, ib->user, folder_name(ib) };
+	struct uidstore_key key = { NULL, ib->user, folder_name(ib) };
 	const char *error = NULL;
-	int imap_error;
+	size_t len = strlen(ib->set->host) + sizeof(":4294967295");
+	char *upstream = malloc(len);
+	int imap_error, r;
 
-	snprintf(upstream, sizeof(upstream), "%s:%u", ib->set->host,
-		 ib->set->port);
-	if (imap_uidmap_snapshot(ib->imap, ib->set->uid_store, &key,
+	/* Allocated like the user: a truncated key would share a mapping. */
+	if (upstream == NULL)
+		return backend_fail(err, BACKEND_TEMP, "out of memory");
+	snprintf(upstream, len, "%s:%u", ib->set->host, ib->set->port);
+	key.upstream = upstream;
+	r = imap_uidmap_snapshot(ib->imap, ib->set->uid_store, &key,
 				 uidvalidity, msgs, n, ib->set->size_mode,
-				 ib->set->exact_budget_ms, &imap_error,
-				 &error) == 0)
+				 ib->set->exact_budget_ms, &imap_error, &error);
+	free(upstream);
+	if (r == 0)
 		return 0;
 	if (imap_error != MAILIMAP_NO_ERROR && is_session_error(imap_error))
 		return session_failed(ib, "UID FETCH", imap_error,
@@ -1099,6 +1110,7 @@ static void imap_free(struct backend *be)
 		mailimap_logout(ib->imap);
 	}
 	drop_connection(ib);
+	free(ib->user);
 	free(ib);
 }
 
