@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libconfig.h>
@@ -39,6 +40,7 @@ enum key_section {
 	SEC_TLS,
 	SEC_UPSTREAM,
 	SEC_POP3,
+	SEC_STORE,
 	SEC_LISTEN,
 };
 
@@ -57,6 +59,7 @@ static const char *const section_names[] = {
 	[SEC_TLS] = "tls",
 	[SEC_UPSTREAM] = "upstream",
 	[SEC_POP3] = "pop3",
+	[SEC_STORE] = "store",
 	[SEC_LISTEN] = "listen",
 };
 
@@ -70,6 +73,11 @@ static const char *const upstream_tls_names[] = {
 };
 static const char *const login_type_names[] = {
 	"secure", "plaintext", NULL
+};
+static const char *const size_mode_names[] = {
+	[UIDMAP_SIZE_UPSTREAM] = "upstream",
+	[UIDMAP_SIZE_EXACT] = "exact",
+	NULL
 };
 
 #define SEC  1000ULL
@@ -144,6 +152,15 @@ static const struct config_key schema[] = {
 	  SEC, DAY, NULL, false },
 	{ SEC_POP3, "mark_read_on_retr", VAL_BOOL,
 	  CFG(pop3.mark_read_on_retr), 0, 0, NULL, false },
+
+	/* The unique-id store lives in upstream_settings because the backend
+	 * is what uses it; in the file it is a group of its own. */
+	{ SEC_STORE, "path", VAL_CSTRING, CFG(upstream.uid_store), 0, 0, NULL,
+	  true },
+	{ SEC_STORE, "size_mode", VAL_ENUM, CFG(upstream.size_mode), 0, 0,
+	  size_mode_names, false },
+	{ SEC_STORE, "exact_budget", VAL_DURATION,
+	  CFG(upstream.exact_budget_ms), 0, HOUR, NULL, false },
 };
 
 #define N_SCHEMA (sizeof(schema) / sizeof(schema[0]))
@@ -468,6 +485,44 @@ static int check_readable(struct load_ctx *ctx, config_t *cf,
 		       key, file, strerror(errno));
 }
 
+/*
+ * SQLite creates the store file and its -wal and -shm companions next to
+ * it, so the directory must exist; whether the daemon user may write there
+ * is only known after the privilege drop, when the first login opens it.
+ */
+static int check_store_directory(struct load_ctx *ctx, config_t *cf,
+				 const char *path)
+{
+	const config_setting_t *where = config_lookup(cf, "store.path");
+	const char *slash;
+	struct stat st;
+	char *dir;
+	int ret = 0;
+
+	if (path == NULL)
+		return 0;
+	if (path[0] != '/')
+		return fail_at(ctx, where, "store.path: must be an absolute "
+			       "path (the daemon does not keep its working "
+			       "directory)");
+	slash = strrchr(path, '/');
+	if (slash[1] == '\0')
+		return fail_at(ctx, where, "store.path: names a directory, "
+			       "not a file");
+	dir = slash == path ? strdup("/") :
+		strndup(path, (size_t)(slash - path));
+	if (dir == NULL)
+		return fail_at(ctx, where, "out of memory");
+	if (stat(dir, &st) < 0)
+		ret = fail_at(ctx, where, "store.path: directory %s: %s", dir,
+			      strerror(errno));
+	else if (!S_ISDIR(st.st_mode))
+		ret = fail_at(ctx, where, "store.path: %s is not a directory",
+			      dir);
+	free(dir);
+	return ret;
+}
+
 static int load_root(struct load_ctx *ctx, struct pg_config *cfg,
 		     config_t *cf)
 {
@@ -507,7 +562,8 @@ static int load_root(struct load_ctx *ctx, struct pg_config *cfg,
 			   cfg->tls.certificate) < 0 ||
 	    check_readable(ctx, cf, "tls.key", cfg->tls.key) < 0 ||
 	    check_readable(ctx, cf, "upstream.ca_file",
-			   cfg->upstream.ca_file) < 0)
+			   cfg->upstream.ca_file) < 0 ||
+	    check_store_directory(ctx, cf, cfg->upstream.uid_store) < 0)
 		return -1;
 
 	if (listen == NULL)
@@ -546,6 +602,8 @@ static void set_defaults(struct pg_config *cfg)
 	cfg->upstream.command_timeout_ms = 60 * SEC;
 	cfg->upstream_keepalive_ms = 5 * MIN;
 	cfg->upstream.forward_client_ip = false;
+	cfg->upstream.size_mode = UIDMAP_SIZE_UPSTREAM;
+	cfg->upstream.exact_budget_ms = 10 * SEC;
 	pop3_settings_init(&cfg->pop3);
 	cfg->pop3.stls_available = false;
 }
@@ -610,5 +668,6 @@ void config_free(struct pg_config *cfg)
 	free((char *)cfg->upstream.ca_file);
 	free((char *)cfg->upstream.server_name);
 	free((char *)cfg->upstream.folder);
+	free((char *)cfg->upstream.uid_store);
 	free(cfg);
 }

@@ -134,6 +134,9 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(cfg->pop3.timeout_send_ms, 60000);
 	assert_true(cfg->pop3.mark_read_on_retr);
 	assert_false(cfg->pop3.stls_available);
+	assert_null(cfg->upstream.uid_store);
+	assert_int_equal(cfg->upstream.size_mode, UIDMAP_SIZE_UPSTREAM);
+	assert_int_equal(cfg->upstream.exact_budget_ms, 10000);
 	config_free(cfg);
 }
 
@@ -340,6 +343,67 @@ static void test_upstream_port_default_by_tls(void **state)
 	config_free(cfg);
 }
 
+static void test_store(void **state)
+{
+	struct fixture *f = *state;
+	char text[2048], store[600];
+	struct pg_config *cfg;
+
+	snprintf(store, sizeof(store), "%s/uids.db", temp_dir());
+	snprintf(text, sizeof(text), MINIMAL
+		 "store = { path = \"%s\"; size_mode = \"exact\";\n"
+		 "  exact_budget = \"30s\"; };\n", store);
+	cfg = load_text(f, text);
+	assert_non_null(cfg);
+	assert_string_equal(cfg->upstream.uid_store, store);
+	assert_int_equal(cfg->upstream.size_mode, UIDMAP_SIZE_EXACT);
+	assert_int_equal(cfg->upstream.exact_budget_ms, 30000);
+	config_free(cfg);
+
+	/* The file need not exist yet; "0" means no budget. */
+	snprintf(text, sizeof(text), MINIMAL
+		 "store = { path = \"%s\"; size_mode = \"upstream\";\n"
+		 "  exact_budget = 0; };\n", store);
+	cfg = load_text(f, text);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->upstream.size_mode, UIDMAP_SIZE_UPSTREAM);
+	assert_int_equal(cfg->upstream.exact_budget_ms, 0);
+	config_free(cfg);
+
+	/* An empty path leaves the store off. */
+	cfg = load_text(f, MINIMAL "store = { path = \"\"; };\n");
+	assert_non_null(cfg);
+	assert_null(cfg->upstream.uid_store);
+	config_free(cfg);
+}
+
+static void test_store_rejected(void **state)
+{
+	struct fixture *f = *state;
+	char text[2048];
+
+	assert_fails_at(f, MINIMAL "store = {\n  size_mode = \"estimate\"; };\n",
+			4, "store.size_mode: unknown value \"estimate\"");
+	assert_fails_at(f, MINIMAL "store = {\n  exact_budget = \"soon\"; };\n",
+			4, "store.exact_budget: invalid duration");
+	assert_fails_at(f, MINIMAL "store = { exact_budget = \"2h\"; };\n",
+			3, "store.exact_budget: out of range");
+	assert_fails_at(f, MINIMAL "store = { cache = 5; };\n", 3,
+			"unknown key store.cache");
+	assert_fails_at(f, MINIMAL "store = { path = \"uids.db\"; };\n", 3,
+			"store.path: must be an absolute path");
+	assert_fails_at(f, MINIMAL
+			"store = { path = \"/nonexistent-popgate/uids.db\"; };\n",
+			3, "store.path: directory /nonexistent-popgate: ");
+	snprintf(text, sizeof(text), MINIMAL "store = { path = \"%s/\"; };\n",
+		 temp_dir());
+	assert_fails_at(f, text, 3, "store.path: names a directory");
+	/* The directory part is a regular file. */
+	snprintf(text, sizeof(text), MINIMAL "store = { path = \"%s/x.db\"; };\n",
+		 f->certpath);
+	assert_fails_at(f, text, 3, "is not a directory");
+}
+
 static void test_syntax_error_and_missing_file(void **state)
 {
 	struct fixture *f = *state;
@@ -366,6 +430,8 @@ int main(void)
 		cmocka_unit_test(test_certificate_must_be_readable),
 		cmocka_unit_test(test_required_settings),
 		cmocka_unit_test(test_upstream_port_default_by_tls),
+		cmocka_unit_test(test_store),
+		cmocka_unit_test(test_store_rejected),
 		cmocka_unit_test(test_syntax_error_and_missing_file),
 	};
 
