@@ -85,3 +85,34 @@ def test_credentials_with_line_breaks_never_reach_upstream(
             assert resp.startswith(b"-ERR"), resp
     assert not sent(fake, rb"DELETE"), fake.commands
     assert not sent(fake, rb"^\S+ (LOGIN|AUTHENTICATE) "), fake.commands
+
+
+@pytest.mark.parametrize("uidplus", [True, False])
+def test_X_V0006_quit_spares_others_deleted(make_popgate, uidplus):
+    """X-V0006 at the IMAP level: another client has flagged message 2
+    \\Deleted without expunging.  The POP3 session deletes message 1 and
+    QUITs.  Message 2 must survive, with or without UIDPLUS (no bare
+    EXPUNGE while other \\Deleted messages exist); without UIDPLUS popgate
+    may instead refuse with -ERR, but never remove anything else."""
+    msgs = [MSG.replace(b"hello", b"message %d" % n) for n in (1, 2, 3)]
+    caps = b"IMAP4rev1 ID" + (b" UIDPLUS" if uidplus else b"")
+    fake = FakeIMAP(msgs, capabilities=caps, deleted=[2]).start()
+    try:
+        pg = make_popgate(upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            _, listing = c.multi("UIDL")
+            number = {int(l.split()[1]): int(l.split()[0])
+                      for l in listing.splitlines()}
+            c.ok("DELE %d" % number[1])
+            resp = c.cmd("QUIT")
+        assert 2 in fake.live, fake.commands
+        assert 3 in fake.live
+        if uidplus:
+            assert resp.startswith(b"+OK"), resp
+        if resp.startswith(b"+OK"):
+            assert 1 not in fake.live, fake.commands
+        else:
+            assert resp.startswith(b"-ERR "), resp
+    finally:
+        fake.stop()

@@ -2,8 +2,9 @@
 rest).
 
 It serves one INBOX well enough for popgate (CAPABILITY, LOGIN, SELECT,
-UID FETCH of UID/RFC822.SIZE and of BODY.PEEK[]<offset.length>, NOOP,
-UID STORE, UID EXPUNGE, LOGOUT) and, once, misbehaves in the middle of a
+UID FETCH of UID/RFC822.SIZE/FLAGS and of BODY.PEEK[]<offset.length>,
+NOOP, UID STORE, SEARCH DELETED, EXPUNGE, UID EXPUNGE when UIDPLUS is
+offered, LOGOUT) and, once, misbehaves in the middle of a
 message: on the first body fetch at an offset above 0 it does what FAULT
 says.  Every connection runs in its own thread; sockets have timeouts so
 a stalled server thread ends by itself.
@@ -31,8 +32,14 @@ STALL_SECONDS = 30
 
 class FakeIMAP:
     def __init__(self, messages, user="fake", password="fakepw", fault=None,
-                 capabilities=b"IMAP4rev1 UIDPLUS ID"):
+                 capabilities=b"IMAP4rev1 UIDPLUS ID", deleted=()):
         self.messages = list(messages)  # message i has UID i + 1
+        # Mailbox state shared by all connections: the UIDs not expunged
+        # yet and their flags; DELETED lists UIDs another client flagged.
+        self.live = list(range(1, len(self.messages) + 1))
+        self.flags = {u: set() for u in self.live}
+        for u in deleted:
+            self.flags[u].add(b"\\Deleted")
         self.capabilities = capabilities
         self.commands = []  # every command line received, in order
         self.user = user
@@ -130,18 +137,28 @@ class Session:
                 else:
                     self.send(b"%s NO [AUTHENTICATIONFAILED] no\r\n" % tag)
             elif cmd in (b"SELECT", b"EXAMINE"):
-                n = len(self.fake.messages)
+                n = len(self.fake.live)
                 self.send(b"* %d EXISTS\r\n* 0 RECENT\r\n"
                           b"* OK [UIDVALIDITY 42] ok\r\n"
                           b"* OK [UIDNEXT %d] ok\r\n"
                           b"* FLAGS (\\Seen \\Deleted)\r\n"
-                          b"%s OK [READ-WRITE] selected\r\n" % (n, n + 1, tag))
+                          b"%s OK [READ-WRITE] selected\r\n"
+                          % (n, len(self.fake.messages) + 1, tag))
             elif cmd == b"FETCH" and uid_cmd:
                 if self.fetch(tag, line) is False:
                     return
-            elif cmd in (b"STORE", b"EXPUNGE"):
+            elif cmd == b"STORE" and uid_cmd:
                 self.fake.changes.append(line)
-                self.send(b"%s OK done\r\n" % tag)
+                self.store(tag, line)
+            elif cmd == b"EXPUNGE":
+                self.fake.changes.append(line)
+                if uid_cmd and b"UIDPLUS" not in caps:
+                    self.send(b"%s BAD no UIDPLUS here\r\n" % tag)
+                else:
+                    self.expunge(tag, self.uids(line.split()[3]) if uid_cmd
+                                 else None)
+            elif cmd == b"SEARCH":
+                self.search(tag, line, uid_cmd)
             elif cmd == b"ID":
                 self.send(b'* ID ("name" "fakeimap")\r\n%s OK done\r\n' % tag)
             elif cmd == b"LOGOUT":
@@ -151,31 +168,88 @@ class Session:
                 self.send(b"%s OK done\r\n" % tag)
 
     def uids(self, spec):
-        n = len(self.fake.messages)
+        """The live UIDs in a UID set such as 1:*, 3 or 2,5:7."""
+        live = self.fake.live
+        top = live[-1] if live else 0
         out = []
         for part in spec.split(b","):
             lo, _, hi = part.partition(b":")
-            lo = n if lo == b"*" else int(lo)
-            hi = lo if not hi else (n if hi == b"*" else int(hi))
+            lo = top if lo == b"*" else int(lo)
+            hi = lo if not hi else (top if hi == b"*" else int(hi))
             lo, hi = min(lo, hi), max(lo, hi)
-            out += [u for u in range(lo, hi + 1) if 1 <= u <= n]
+            out += [u for u in live if lo <= u <= hi]
         return sorted(set(out))
+
+    def seq(self, uid):
+        return self.fake.live.index(uid) + 1
+
+    def flag_list(self, uid):
+        return b"(%s)" % b" ".join(sorted(self.fake.flags[uid]))
+
+    def store(self, tag, line):
+        m = re.search(rb"STORE (\S+) ([+-]?)FLAGS(\.SILENT)? \(([^)]*)\)", line, re.I)
+        if not m:
+            self.send(b"%s BAD bad STORE\r\n" % tag)
+            return
+        flags = set(m.group(4).split())
+        with self.fake.lock:
+            for u in self.uids(m.group(1)):
+                if m.group(2) == b"+":
+                    self.fake.flags[u] |= flags
+                elif m.group(2) == b"-":
+                    self.fake.flags[u] -= flags
+                else:
+                    self.fake.flags[u] = set(flags)
+                if not m.group(3):
+                    self.send(b"* %d FETCH (UID %d FLAGS %s)\r\n"
+                              % (self.seq(u), u, self.flag_list(u)))
+        self.send(b"%s OK done\r\n" % tag)
+
+    def expunge(self, tag, only):
+        with self.fake.lock:
+            gone = [u for u in self.fake.live
+                    if b"\\Deleted" in self.fake.flags[u]
+                    and (only is None or u in only)]
+            for u in reversed(gone):
+                self.send(b"* %d EXPUNGE\r\n" % self.seq(u))
+                self.fake.live.remove(u)
+        self.send(b"%s OK done\r\n" % tag)
+
+    def search(self, tag, line, uid_cmd):
+        words = line.upper().split()
+        key = words[3] if uid_cmd else words[2]
+        live = self.fake.live
+        if key == b"DELETED":
+            hits = [u for u in live if b"\\Deleted" in self.fake.flags[u]]
+        elif key == b"UNDELETED":
+            hits = [u for u in live if b"\\Deleted" not in self.fake.flags[u]]
+        elif key == b"ALL":
+            hits = list(live)
+        else:
+            self.send(b"%s BAD unsupported SEARCH\r\n" % tag)
+            return
+        ids = hits if uid_cmd else [self.seq(u) for u in hits]
+        self.send(b"* SEARCH%s\r\n%s OK done\r\n"
+                  % (b"".join(b" %d" % i for i in ids), tag))
 
     def fetch(self, tag, line):
         parts = line.split()
         uids = self.uids(parts[3])
         body = re.search(rb"BODY\.PEEK\[\]<(\d+)\.(\d+)>", line)
         if not body:
+            want_flags = b"FLAGS" in line.upper()
             for u in uids:
-                self.send(b"* %d FETCH (UID %d RFC822.SIZE %d)\r\n"
-                          % (u, u, len(self.fake.messages[u - 1])))
+                self.send(b"* %d FETCH (UID %d RFC822.SIZE %d%s)\r\n"
+                          % (self.seq(u), u, len(self.fake.messages[u - 1]),
+                             b" FLAGS " + self.flag_list(u) if want_flags else b""))
             self.send(b"%s OK done\r\n" % tag)
             return True
         offset, length = int(body.group(1)), int(body.group(2))
         fault = self.fake.take_fault() if offset > 0 else None
         for u in uids:
             data = self.fake.messages[u - 1][offset:offset + length]
-            head = b"* %d FETCH (UID %d BODY[]<%d> {%d}\r\n" % (u, u, offset, len(data))
+            head = b"* %d FETCH (UID %d BODY[]<%d> {%d}\r\n" % (
+                self.seq(u), u, offset, len(data))
             if fault is None:
                 self.send(head + data + b")\r\n")
                 continue
