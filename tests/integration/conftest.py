@@ -135,16 +135,26 @@ class DovecotStandin:
 def make_popgate(sandbox, tmp_path):
     """make_popgate(overrides=None, upstream_port=None) -> started Popgate.
 
-    Every instance is stopped at teardown; the test fails if it ignores
-    SIGTERM, if a sanitizer reported anything in its log, or if a session
-    process crashed.
+    In front of the sandbox (no upstream_port), popgate serves unique-ids
+    from a store, as a deployment should; every instance of one test shares
+    that store (its path is pg.config["store"]["path"]); {"store": None}
+    turns it off.  Every instance is stopped at teardown; the test fails if
+    it ignores SIGTERM, if a sanitizer reported anything in its log, or if a
+    session process crashed.
     """
     started = []
     counter = itertools.count(1)
+    store_dir = []
 
     def make(overrides=None, upstream_port=None):
         if TARGET == "dovecot":
             return DovecotStandin(sandbox)
+        if upstream_port is None:
+            if not store_dir:
+                store_dir.append(popgate_lib.store_directory())
+            overrides = popgate_lib.merge(
+                {"store": {"path": os.path.join(store_dir[0], "uids.db")}},
+                overrides)
         pg = popgate_lib.Popgate(str(tmp_path / ("popgate%d" % next(counter))),
                                  upstream_port or sandbox.port, overrides)
         started.append(pg)
@@ -161,6 +171,8 @@ def make_popgate(sandbox, tmp_path):
         if reports:
             problems.append("crash reports in %s:\n%s"
                             % (pg.log_path, "\n".join(reports)))
+    for d in store_dir:
+        shutil.rmtree(d, ignore_errors=True)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 

@@ -7,9 +7,11 @@ captured to a file there, so tests can assert on log lines.
 """
 
 import os
+import pwd
 import re
 import signal
 import subprocess
+import tempfile
 import time
 
 from dovecot import free_port
@@ -76,6 +78,19 @@ def base_config(upstream_port, listen_port, upstream_host="127.0.0.1"):
     if os.geteuid() == 0:
         cfg["daemon"]["user"] = "nobody"
     return cfg
+
+
+def store_directory():
+    """A new directory for a unique-id store (popgate.conf store.path),
+    writable by the user popgate runs as: SQLite creates the store's -wal
+    and -shm files next to it.  Not below pytest's tmp_path, which the
+    unprivileged daemon cannot traverse.  The caller removes it."""
+    d = tempfile.mkdtemp(prefix="popgate-store-")
+    os.chmod(d, 0o755)
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("nobody")
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+    return d
 
 
 def merge(cfg, overrides):
