@@ -21,6 +21,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "client.h"
 #include "daemon.h"
 #include "log.h"
@@ -440,6 +442,16 @@ int daemon_run(const struct pg_config *cfg)
 	char err[512];
 
 	raise_fd_limit();
+	/*
+	 * Load OpenSSL's configuration and tables once, here: otherwise every
+	 * session process parses openssl.cnf and builds them again after
+	 * fork (about a tenth of a plain login's CPU time).
+	 */
+	if (OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL) != 1) {
+		log_error("event=startup_failed error=\"OpenSSL initialisation "
+			  "failed\"");
+		return POPGATE_EXIT_STARTUP;
+	}
 	if (setup_signals() < 0) {
 		log_error("event=startup_failed error=\"%s\"", strerror(errno));
 		return POPGATE_EXIT_STARTUP;
