@@ -152,6 +152,14 @@ static char *strdup_or_null(const char *s, bool *failed)
 	return copy;
 }
 
+static bool is_ip_address(const char *name)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, name, buf) == 1 ||
+	       inet_pton(AF_INET6, name, buf) == 1;
+}
+
 struct imap_transport *imap_transport_connect(
 	const struct transport_settings *set, struct transport_error *err)
 {
@@ -168,6 +176,10 @@ struct imap_transport *imap_transport_connect(
 	bool failed = false;
 
 	snprintf(port, sizeof(port), "%u", set->port);
+	/* AI_ADDRCONFIG asks the kernel for every interface address on each
+	 * call: pointless for a literal address, which is the usual case. */
+	if (is_ip_address(set->host))
+		hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
 	r = getaddrinfo(set->host, port, &hints, &res);
 	if (r != 0) {
 		transport_fail(err, TRANSPORT_ERR_RESOLVE, "cannot resolve %s: %s",
@@ -211,14 +223,6 @@ struct imap_transport *imap_transport_connect(
 		return NULL;
 	}
 	return tr;
-}
-
-static bool is_ip_address(const char *name)
-{
-	unsigned char buf[sizeof(struct in6_addr)];
-
-	return inet_pton(AF_INET, name, buf) == 1 ||
-	       inet_pton(AF_INET6, name, buf) == 1;
 }
 
 static int tls_setup(struct imap_transport *tr, struct transport_error *err)
