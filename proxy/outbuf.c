@@ -26,12 +26,10 @@ void outbuf_free(struct outbuf *ob)
 	free(ob);
 }
 
-int outbuf_append(struct outbuf *ob, const void *data, size_t len)
+char *outbuf_reserve(struct outbuf *ob, size_t len)
 {
-	if (len == 0)
-		return 0;
 	if (len > SIZE_MAX / 2 - ob->len)
-		return -1;
+		return NULL;
 	if (ob->len + len > ob->cap) {
 		size_t cap = ob->cap != 0 ? ob->cap : 1024;
 		char *p;
@@ -40,11 +38,28 @@ int outbuf_append(struct outbuf *ob, const void *data, size_t len)
 			cap *= 2;
 		p = realloc(ob->data, cap);
 		if (p == NULL)
-			return -1;
+			return NULL;
 		ob->data = p;
 		ob->cap = cap;
 	}
-	memcpy(ob->data + ob->len, data, len);
+	return ob->data + ob->len;
+}
+
+void outbuf_commit(struct outbuf *ob, size_t len)
+{
+	ob->len += len;
+}
+
+int outbuf_append(struct outbuf *ob, const void *data, size_t len)
+{
+	char *p;
+
+	if (len == 0)
+		return 0;
+	p = outbuf_reserve(ob, len);
+	if (p == NULL)
+		return -1;
+	memcpy(p, data, len);
 	ob->len += len;
 	return 0;
 }

@@ -25,6 +25,16 @@ void outbuf_free(struct outbuf *ob);
  * then unchanged). */
 int outbuf_append(struct outbuf *ob, const void *data, size_t len);
 
+/*
+ * Room for LEN more octets at the end, for a writer that produces output
+ * in place (dotstuff) instead of appending piece by piece.  Returns where
+ * to write, or NULL when out of memory; outbuf_commit() then adds the
+ * octets actually written (at most LEN).  Nothing else may touch the
+ * buffer in between.
+ */
+char *outbuf_reserve(struct outbuf *ob, size_t len);
+void outbuf_commit(struct outbuf *ob, size_t len);
+
 size_t outbuf_length(const struct outbuf *ob);
 
 /* Drop everything buffered (the client is gone). */
