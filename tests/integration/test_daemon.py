@@ -84,6 +84,8 @@ def test_config_check_accepts_example(tmp_path, sandbox):
     # The example names system paths; point them at the sandbox's files.
     text = re.sub(r'(certificate\s*=\s*)"[^"]*"', r'\1"%s"' % sandbox.cert, text)
     text = re.sub(r'(\bkey\s*=\s*)"[^"]*"', r'\1"%s"' % sandbox.key, text)
+    text = re.sub(r'(\bpath\s*=\s*)"[^"]*"',
+                  r'\1"%s"' % (tmp_path / "uids.db"), text)
     path = write(tmp_path / "example.conf", text)
     status, err = popgate_lib.check_config(path)
     assert status == 0, err
