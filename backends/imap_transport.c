@@ -29,6 +29,7 @@ struct imap_transport {
 	uint64_t connect_timeout_ms;
 	uint64_t io_timeout_ms;
 	bool verify;
+	bool reply_pending;  /* a command went out since the last read */
 	char *host;
 	char *server_name;
 	char *ca_file;
@@ -380,10 +381,25 @@ static ssize_t io_fail(struct imap_transport *tr,
 static ssize_t plain_read(struct imap_transport *tr, void *buf, size_t count,
 			  uint64_t deadline)
 {
+	/* Right after a command its answer is seldom there yet: wait first
+	 * instead of paying for a recv() that only says EAGAIN. */
+	bool wait_first = tr->reply_pending;
+
+	tr->reply_pending = false;
 	for (;;) {
-		ssize_t n = recv(tr->fd, buf, count, 0);
+		ssize_t n;
 		int w;
 
+		if (wait_first) {
+			w = wait_fd(tr->fd, POLLIN, deadline);
+			if (w == 0)
+				return io_fail(tr, TRANSPORT_ERR_TIMEOUT,
+					       "read from", 0);
+			if (w < 0)
+				return io_fail(tr, TRANSPORT_ERR_IO,
+					       "read from", errno);
+		}
+		n = recv(tr->fd, buf, count, 0);
 		if (n > 0)
 			return n;
 		if (n == 0)
@@ -392,11 +408,7 @@ static ssize_t plain_read(struct imap_transport *tr, void *buf, size_t count,
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return io_fail(tr, TRANSPORT_ERR_IO, "read from", errno);
-		w = wait_fd(tr->fd, POLLIN, deadline);
-		if (w == 0)
-			return io_fail(tr, TRANSPORT_ERR_TIMEOUT, "read from", 0);
-		if (w < 0)
-			return io_fail(tr, TRANSPORT_ERR_IO, "read from", errno);
+		wait_first = true;
 	}
 }
 
@@ -496,6 +508,7 @@ static ssize_t transport_write(struct imap_transport *tr, const void *buf,
 			return -1;
 		done += (size_t)n;
 	}
+	tr->reply_pending = true;
 	return (ssize_t)count;
 }
 

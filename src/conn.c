@@ -19,6 +19,7 @@ struct conn {
 	int fd;
 	SSL *ssl;
 	bool have_wait_mask;
+	bool input_unlikely;  /* a response went out since the last read */
 	sigset_t wait_mask;
 	uint64_t bytes_in, bytes_out;
 };
@@ -178,9 +179,24 @@ enum conn_status conn_read(struct conn *c, void *buf, size_t size,
 	uint64_t deadline = monotime_ms() + timeout_ms;
 
 	*len_r = 0;
+	/*
+	 * A client that was just answered has rarely sent its next command
+	 * yet: on a plain connection wait first instead of paying for a
+	 * recv() that only says EAGAIN.  With TLS, reading first also drains
+	 * what OpenSSL already decrypted, which poll() cannot see.
+	 */
+	if (c->input_unlikely && c->ssl == NULL) {
+		int w = wait_fd(c, POLLIN, deadline, true);
+
+		if (w == 0)
+			return CONN_TIMEOUT;
+		if (w == -2)
+			return CONN_INTERRUPTED;
+		if (w < 0)
+			return CONN_ERROR;
+	}
+	c->input_unlikely = false;
 	for (;;) {
-		/* Reading first also drains what OpenSSL already decrypted,
-		 * which poll() cannot see. */
 		ssize_t r;
 		int w;
 
@@ -211,6 +227,7 @@ int conn_write_all(struct conn *c, const void *data, size_t len,
 	uint64_t deadline = monotime_ms() + timeout_ms;
 	const char *p = data;
 
+	c->input_unlikely = true;
 	while (len > 0) {
 		short want = POLLOUT;
 		size_t n = 0;
