@@ -303,6 +303,37 @@ def test_mission_rebuilt_folder_with_new_uid_order(private_sandbox,
         shutil.rmtree(store_dir, ignore_errors=True)
 
 
+def test_X_2_1_2_long_user_names_have_their_own_mapping(make_popgate):
+    """X 2.1.2: user names have no length limit, so two long names that
+    share their first 150 characters still have separate mappings: one
+    store mailbox each (a truncated key gave one for both), and each user's
+    first-epoch ids are its own IMAP UIDs."""
+    prefix = "u" * 150
+    names = [prefix + "-a", prefix + "-b"]
+    d = tempfile.mkdtemp(prefix="popgate-long-")
+    dc = dovecot_lib.Dovecot(d, users={n: "pw-" + n[-1] for n in names})
+    store_dir = popgate_lib.store_directory()
+    try:
+        dc.start()
+        pg = make_popgate(upstream_port=dc.port, overrides={
+            "store": {"path": os.path.join(store_dir, "uids.db")}})
+        for n in names:
+            for i in range(1, 4):
+                dc.append(n, simple(i + 10 * names.index(n)))
+        for n in names:
+            u = SandboxUser(dc, n)
+            c = session(pg, u)
+            with dovecot_lib.Mailbox(dc, n) as mb:
+                assert uidl(c) == mb.uids()
+            c.ok("QUIT")
+        assert store_rows(pg.config["store"]["path"], "mailbox") == 2
+        pg.stop()
+    finally:
+        dc.stop()
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(store_dir, ignore_errors=True)
+
+
 # --- X 2.1.4/2.1.5: sizes ------------------------------------------------
 
 NO_FINAL_EOL = (b"From: a@example.org\r\nSubject: no final line ending\r\n"
