@@ -617,7 +617,8 @@ static void test_stls_unavailable(void **state)
 
 /* ---- transaction ---------------------------------------------------- */
 
-/* X-V0004: "+OK count octets" and nothing after. */
+/* X-V0004: "+OK count octets" and nothing after (Outlook would tolerate
+ * more, O-C0017; Exchange sends nothing, and so does popgate). */
 static void test_stat_X_V0004(void **state)
 {
 	struct fx *f = *state;
@@ -628,7 +629,8 @@ static void test_stat_X_V0004(void **state)
 }
 
 /* X-V0005: scan listings with nothing after; LIST n single line. */
-static void test_list_X_V0005(void **state)
+/* X-V0005: scan listings with nothing after (O-C0021 would tolerate more);
+ * LIST n single line. */
 {
 	struct fx *f = *state;
 
