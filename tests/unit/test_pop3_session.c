@@ -628,9 +628,9 @@ static void test_stat_X_V0004(void **state)
 	expect(f, "+OK 3 82\r\n");
 }
 
-/* X-V0005: scan listings with nothing after; LIST n single line. */
 /* X-V0005: scan listings with nothing after (O-C0021 would tolerate more);
  * LIST n single line. */
+static void test_list_X_V0005(void **state)
 {
 	struct fx *f = *state;
 
