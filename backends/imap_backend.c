@@ -34,6 +34,11 @@ struct imap_backend {
 	/* The logged-in user, for log lines and the unique-id store's key:
 	 * user names have no length limit (X 2.1.2), so it is allocated. */
 	char *user;
+	/* The snapshot handed out (owned by the engine, which keeps it for
+	 * the session): where the messages after a RETR are found. */
+	const struct mail_entry *snap_msgs;
+	size_t snap_count;
+	struct prefetch_cache *cache; /* small bodies already read; or NULL */
 };
 
 static const char *folder_name(const struct imap_backend *ib)
@@ -1295,6 +1300,8 @@ static int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 	}
 	snap->count = out;
 	snap->msgs = sc.msgs;
+	ib->snap_msgs = sc.msgs;
+	ib->snap_count = out;
 	return 0;
 }
 
@@ -1426,12 +1433,264 @@ static void log_size_mismatch(const struct imap_backend *ib,
 		 (unsigned long long)actual);
 }
 
+/*
+ * Small messages read ahead.
+ *
+ * An Outlook-like client RETRs every message in order, one command at a
+ * time; for small messages the upstream round trip and its per-command
+ * cost dominate.  A RETR of a small message therefore asks for it and for
+ * the small messages that follow it in the snapshot in one UID FETCH, and
+ * keeps the others here until they are asked for.  Memory stays bounded:
+ * at most PREFETCH_MESSAGES bodies whose advertised sizes add up to at
+ * most PREFETCH_BUDGET.  Each is read as BODY.PEEK[]<0.PREFETCH_BODY_MAX>;
+ * one that fills that range (a server that under-announced RFC822.SIZE)
+ * is not kept, nor is anything past PREFETCH_HELD_MAX octets in all.  A
+ * message still reaches the client only whole, terminator after it.
+ */
+#define PREFETCH_SMALL (64 * 1024)        /* advertised size to qualify */
+#define PREFETCH_BODY_MAX (2 * PREFETCH_SMALL)
+#define PREFETCH_BUDGET (256 * 1024)     /* advertised octets per read */
+#define PREFETCH_HELD_MAX (2 * PREFETCH_BUDGET) /* octets actually held */
+#define PREFETCH_MESSAGES 32
+
+struct prefetch_body {
+	uint32_t uid;
+	size_t len;
+	char *data;
+};
+
+struct prefetch_cache {
+	struct prefetch_body bodies[PREFETCH_MESSAGES];
+	size_t count;
+	size_t held;            /* octets in bodies[] */
+	/* The body being received (libetpan hands it over in chunks before
+	 * the FETCH response's UID is known). */
+	char *cur;
+	size_t cur_len;
+	bool cur_overflow;
+};
+
+static void prefetch_cache_clear(struct prefetch_cache *pc)
+{
+	for (size_t i = 0; i < pc->count; i++)
+		free(pc->bodies[i].data);
+	pc->count = 0;
+	pc->held = 0;
+	free(pc->cur);
+	pc->cur = NULL;
+	pc->cur_len = 0;
+	pc->cur_overflow = false;
+}
+
+static void prefetch_cache_free(struct prefetch_cache *pc)
+{
+	if (pc == NULL)
+		return;
+	prefetch_cache_clear(pc);
+	free(pc);
+}
+
+/* The cached body of UID, or NULL. */
+static struct prefetch_body *prefetch_find(struct prefetch_cache *pc,
+					   uint32_t uid)
+{
+	if (pc == NULL)
+		return NULL;
+	for (size_t i = 0; i < pc->count; i++) {
+		if (pc->bodies[i].uid == uid)
+			return &pc->bodies[i];
+	}
+	return NULL;
+}
+
+static void prefetch_forget(struct prefetch_cache *pc, struct prefetch_body *b)
+{
+	pc->held -= b->len;
+	free(b->data);
+	*b = pc->bodies[--pc->count];
+}
+
+static bool prefetch_body_chunk(int att_type,
+				struct mailimap_msg_att_body_section *sec,
+				const char *bytes, size_t len, void *context)
+{
+	struct prefetch_cache *pc = context;
+	char *grown;
+
+	(void)att_type;
+	(void)sec;
+	if (len == 0 || pc->cur_overflow)
+		return true;
+	/* A body that fills the whole range may have been cut short. */
+	if (pc->cur_len + len >= PREFETCH_BODY_MAX ||
+	    pc->held + pc->cur_len + len > PREFETCH_HELD_MAX) {
+		pc->cur_overflow = true;
+		return true; /* never false: that would break the session */
+	}
+	grown = realloc(pc->cur, pc->cur_len + len);
+	if (grown == NULL) {
+		pc->cur_overflow = true;
+		return true;
+	}
+	memcpy(grown + pc->cur_len, bytes, len);
+	pc->cur = grown;
+	pc->cur_len += len;
+	return true;
+}
+
+/* A whole FETCH response: file the body received with it under its UID. */
+static void prefetch_att(struct mailimap_msg_att *att, void *context)
+{
+	struct prefetch_cache *pc = context;
+	bool have_uid = false;
+	uint32_t uid = 0;
+
+	for (clistiter *it = clist_begin(att->att_list); it != NULL;
+	     it = clist_next(it)) {
+		struct mailimap_msg_att_item *item = clist_content(it);
+
+		if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
+		    item->att_data.att_static->att_type ==
+		    MAILIMAP_MSG_ATT_UID) {
+			uid = item->att_data.att_static->att_data.att_uid;
+			have_uid = true;
+		}
+	}
+	/* Empty or NIL bodies are left to the ordinary path, which knows
+	 * how to report them. */
+	if (have_uid && pc->cur_len > 0 && !pc->cur_overflow &&
+	    pc->count < PREFETCH_MESSAGES && prefetch_find(pc, uid) == NULL) {
+		pc->bodies[pc->count++] = (struct prefetch_body) {
+			.uid = uid, .len = pc->cur_len, .data = pc->cur,
+		};
+		pc->held += pc->cur_len;
+		pc->cur = NULL;
+	}
+	free(pc->cur);
+	pc->cur = NULL;
+	pc->cur_len = 0;
+	pc->cur_overflow = false;
+}
+
+/*
+ * The set to read ahead with ENTRY, or NULL when read-ahead does not pay
+ * (not a small message, or no small message after it).
+ */
+static struct mailimap_set *prefetch_set_new(const struct imap_backend *ib,
+					     const struct mail_entry *entry)
+{
+	struct mailimap_set *set;
+	uint64_t budget = entry->size;
+	size_t i, n = 1;
+
+	if (entry->size > PREFETCH_SMALL || ib->snap_msgs == NULL ||
+	    entry < ib->snap_msgs || entry >= ib->snap_msgs + ib->snap_count)
+		return NULL;
+	i = (size_t)(entry - ib->snap_msgs) + 1;
+	if (i >= ib->snap_count || ib->snap_msgs[i].size > PREFETCH_SMALL)
+		return NULL;
+	set = mailimap_set_new_single(entry->imap_uid);
+	if (set == NULL)
+		return NULL;
+	for (; i < ib->snap_count && n < PREFETCH_MESSAGES; i++, n++) {
+		const struct mail_entry *next = &ib->snap_msgs[i];
+
+		if (next->size > PREFETCH_SMALL ||
+		    budget + next->size > PREFETCH_BUDGET)
+			break;
+		if (mailimap_set_add_single(set, next->imap_uid) != 0) {
+			mailimap_set_free(set);
+			return NULL;
+		}
+		budget += next->size;
+	}
+	return set;
+}
+
+/*
+ * Read ENTRY and the small messages after it into the cache.  Returns a
+ * libetpan code; only session errors matter to the caller, which falls
+ * back to the ordinary path whenever ENTRY is not in the cache afterwards.
+ */
+static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
+{
+	struct mailimap_fetch_type *ft = NULL;
+	struct mailimap_fetch_att *fa = NULL;
+	struct mailimap_section *section;
+	struct mailimap_set *set;
+	clist *result = NULL;
+	int r;
+
+	set = prefetch_set_new(ib, entry);
+	if (set == NULL)
+		return MAILIMAP_NO_ERROR;
+	if (ib->cache == NULL)
+		ib->cache = calloc(1, sizeof(*ib->cache));
+	ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	section = mailimap_section_new(NULL);
+	if (section != NULL) {
+		/* Bounded by the request, whatever RFC822.SIZE said. */
+		fa = mailimap_fetch_att_new_body_peek_section_partial(section,
+				0, PREFETCH_BODY_MAX);
+		if (fa == NULL)
+			mailimap_section_free(section);
+	}
+	if (ib->cache == NULL || ft == NULL || fa == NULL ||
+	    mailimap_fetch_type_new_fetch_att_list_add(ft, fa) != 0) {
+		if (fa != NULL)
+			mailimap_fetch_att_free(fa);
+		if (ft != NULL)
+			mailimap_fetch_type_free(ft);
+		mailimap_set_free(set);
+		return MAILIMAP_NO_ERROR; /* the ordinary path will do */
+	}
+	/* What was read ahead before and not asked for is dropped. */
+	prefetch_cache_clear(ib->cache);
+	mailimap_set_progress_callback(ib->imap, NULL, ignore_progress, NULL);
+	mailimap_set_msg_att_handler(ib->imap, prefetch_att, ib->cache);
+	mailimap_set_msg_body_handler(ib->imap, prefetch_body_chunk, ib->cache);
+	r = mailimap_uid_fetch(ib->imap, set, ft, &result);
+	if (ib->imap != NULL) {
+		mailimap_set_msg_body_handler(ib->imap, NULL, NULL);
+		mailimap_set_msg_att_handler(ib->imap, NULL, NULL);
+		mailimap_set_progress_callback(ib->imap, NULL, NULL, NULL);
+	}
+	if (r == MAILIMAP_NO_ERROR && result != NULL)
+		mailimap_fetch_list_free(result);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	free(ib->cache->cur);
+	ib->cache->cur = NULL;
+	ib->cache->cur_len = 0;
+	/* A NO (some message expunged meanwhile): trust nothing from it. */
+	if (r != MAILIMAP_NO_ERROR)
+		prefetch_cache_clear(ib->cache);
+	return r;
+}
+
+/* Serve ENTRY from the cache entry B, which is then dropped. */
+static int send_prefetched(struct imap_backend *ib,
+			   const struct mail_entry *entry,
+			   struct prefetch_body *b, backend_sink_fn *sink,
+			   void *ctx, struct backend_error *err)
+{
+	int r = sink(ctx, b->data, b->len);
+
+	if (r == 0 && b->len != entry->size)
+		log_size_mismatch(ib, entry, b->len);
+	prefetch_forget(ib->cache, b);
+	if (r < 0)
+		return backend_fail(err, BACKEND_SINK, "client write failed");
+	return 0;
+}
+
 static int imap_fetch(struct backend *be, const struct mail_entry *entry,
 		      uint64_t first_chunk, backend_sink_fn *sink, void *ctx,
 		      struct backend_error *err)
 {
 	struct imap_backend *ib = (struct imap_backend *)be;
 	struct fetch_ctx fc = { .sink = sink, .sink_ctx = ctx };
+	struct prefetch_body *b;
 	uint64_t delivered = 0, len;
 	enum body_presence body;
 	int r;
@@ -1439,6 +1698,17 @@ static int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	if (ib->imap == NULL || !ib->authenticated)
 		return backend_fail(err, BACKEND_TEMP,
 				    "upstream session is not available");
+	b = prefetch_find(ib->cache, entry->imap_uid);
+	if (b == NULL && first_chunk >= entry->size) {
+		/* Only a RETR reads ahead; TOP wants a part of one. */
+		r = prefetch(ib, entry);
+		if (r != MAILIMAP_NO_ERROR && is_session_error(r))
+			return session_failed(ib, "UID FETCH", r, BACKEND_TEMP,
+					      err);
+		b = prefetch_find(ib->cache, entry->imap_uid);
+	}
+	if (b != NULL)
+		return send_prefetched(ib, entry, b, sink, ctx, err);
 	len = first_chunk < FETCH_FIRST_MIN ? FETCH_FIRST_MIN : first_chunk;
 	for (;;) {
 		if (len > FETCH_CHUNK_MAX)
@@ -1702,6 +1972,7 @@ static void imap_free(struct backend *be)
 		mailimap_logout(ib->imap);
 	}
 	drop_connection(ib);
+	prefetch_cache_free(ib->cache);
 	free(ib->user);
 	free(ib);
 }
