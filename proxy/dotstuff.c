@@ -6,6 +6,9 @@
  * piece.  This keeps the output independent of where the pieces split.
  */
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "dotstuff.h"
 
@@ -20,8 +23,36 @@ void dotstuff_init(struct dotstuff *ds)
 #define DOTSTUFF_SLICE (32 * 1024)
 
 /*
- * The hot loop of every RETR: runs of ordinary octets are found with
- * memchr() and copied whole, straight into the output buffer.
+ * Offset of the first CR or LF in DATA, or LEN.  One pass, 16 octets at a
+ * time where SSE2 is there (every x86-64): two memchr() calls per line
+ * cost more than the scan itself for lines of typical mail length.
+ */
+static size_t line_end_offset(const char *data, size_t len)
+{
+	size_t i = 0;
+
+#ifdef __SSE2__
+	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+
+	for (; i + 16 <= len; i += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(data + i));
+		int mask = _mm_movemask_epi8(_mm_or_si128(
+			_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)));
+
+		if (mask != 0)
+			return i + (size_t)__builtin_ctz((unsigned)mask);
+	}
+#endif
+	for (; i < len; i++) {
+		if (data[i] == '\r' || data[i] == '\n')
+			return i;
+	}
+	return len;
+}
+
+/*
+ * The hot loop of every RETR: runs of ordinary octets are found in one
+ * scan and copied whole, straight into the output buffer.
  */
 static size_t stuff_slice(struct dotstuff *ds, char *out, const char *data,
 			  size_t len)
@@ -30,15 +61,11 @@ static size_t stuff_slice(struct dotstuff *ds, char *out, const char *data,
 	size_t i = 0;
 
 	while (i < len) {
-		const char *nl, *cr;
-		size_t stop, run;
+		size_t run;
 
 		if (ds->at_line_start && data[i] == '.')
 			*o++ = '.';
-		nl = memchr(data + i, '\n', len - i);
-		stop = nl != NULL ? (size_t)(nl - data) : len;
-		cr = memchr(data + i, '\r', stop - i);
-		run = cr != NULL ? (size_t)(cr - data) : stop;
+		run = i + line_end_offset(data + i, len - i);
 		if (run > i) {
 			memcpy(o, data + i, run - i);
 			o += run - i;
