@@ -514,8 +514,10 @@ static int check_store_directory(struct load_ctx *ctx, config_t *cf,
 	if (dir == NULL)
 		return fail_at(ctx, where, "out of memory");
 	if (stat(dir, &st) < 0)
-		ret = fail_at(ctx, where, "store.path: directory %s: %s", dir,
-			      strerror(errno));
+		ret = fail_at(ctx, where, "store.path: directory %s: %s%s", dir,
+			      strerror(errno), where != NULL ? "" :
+			      " (the default; create it, or set store.path, "
+			      "or path = \"\" to run without a store)");
 	else if (!S_ISDIR(st.st_mode))
 		ret = fail_at(ctx, where, "store.path: %s is not a directory",
 			      dir);
@@ -623,7 +625,10 @@ struct pg_config *config_load(const char *path, char *errbuf, size_t errlen)
 	}
 	set_defaults(cfg);
 	cfg->upstream.folder = strdup("INBOX");
-	if (cfg->upstream.folder == NULL) {
+	/* The store is on unless the file says path = "": without it ids
+	 * are bare IMAP UIDs, which a UIDVALIDITY change would reissue. */
+	cfg->upstream.uid_store = strdup(CONFIG_DEFAULT_STORE);
+	if (cfg->upstream.folder == NULL || cfg->upstream.uid_store == NULL) {
 		config_free(cfg);
 		snprintf(errbuf, errlen, "%s: out of memory", path);
 		return NULL;

@@ -37,6 +37,9 @@ struct tls_config {
 	char *ciphersuites;  /* TLS 1.3 suites; NULL: OpenSSL default */
 };
 
+/* store.path when the file does not set it. */
+#define CONFIG_DEFAULT_STORE LOCALSTATEDIR "/lib/popgate/uids.db"
+
 struct pg_config {
 	char *path;
 

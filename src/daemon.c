@@ -479,6 +479,10 @@ int daemon_run(const struct pg_config *cfg)
 		log_warn("event=upstream_plaintext host=%s "
 			 "msg=\"passwords go to the upstream unencrypted\"",
 			 cfg->upstream.host);
+	if (cfg->upstream.uid_store == NULL)
+		log_warn("event=no_uid_store msg=\"unique-ids are bare IMAP "
+			 "UIDs: a UIDVALIDITY change will make clients fetch "
+			 "everything again\"");
 
 	if (serve(&d) == 0)
 		ret = POPGATE_EXIT_OK;

@@ -138,7 +138,7 @@ def make_popgate(sandbox, tmp_path):
     In front of the sandbox (no upstream_port), popgate serves unique-ids
     from a store, as a deployment should; every instance of one test shares
     that store (its path is pg.config["store"]["path"]); {"store": None}
-    turns it off.  Every instance is stopped at teardown; the test fails if
+    turns it off (path = "").  Every instance is stopped at teardown; the test fails if
     it ignores SIGTERM, if a sanitizer reported anything in its log, or if a
     session process crashed.
     """
@@ -149,7 +149,9 @@ def make_popgate(sandbox, tmp_path):
     def make(overrides=None, upstream_port=None):
         if TARGET == "dovecot":
             return DovecotStandin(sandbox)
-        if upstream_port is None:
+        if (overrides or {}).get("store", False) is None:
+            overrides = dict(overrides, store={"path": ""})
+        elif upstream_port is None:
             if not store_dir:
                 store_dir.append(popgate_lib.store_directory())
             overrides = popgate_lib.merge(

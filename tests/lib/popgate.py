@@ -73,6 +73,9 @@ def base_config(upstream_port, listen_port, upstream_host="127.0.0.1"):
                      "tls": "none", "connect_timeout": "5s",
                      "command_timeout": "20s"},
         "pop3": {"login_type": "plaintext", "failed_login_delay": "0"},
+        # No store unless a test asks for one (the default directory need
+        # not exist here): the callers that want one set store.path.
+        "store": {"path": ""},
     }
     # popgate refuses to keep root; the sandbox's files are world-readable.
     if os.geteuid() == 0:

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -67,12 +68,21 @@ static int teardown(void **state)
 	return 0;
 }
 
+/*
+ * Load TEXT as a configuration file.  A text that does not mention the
+ * store gets `store = { path = ""; }` appended (after every line, so that
+ * expected line numbers hold): the default store directory need not exist
+ * on a test machine.
+ */
 static struct pg_config *load_text(struct fixture *f, const char *text)
 {
 	FILE *fp = fopen(f->path, "w");
 
 	assert_non_null(fp);
 	assert_int_equal(fputs(text, fp) >= 0, 1);
+	if (strstr(text, "store") == NULL)
+		assert_int_equal(fputs("store = { path = \"\"; };\n", fp) >= 0,
+				 1);
 	assert_int_equal(fclose(fp), 0);
 	f->err[0] = '\0';
 	return config_load(f->path, f->err, sizeof(f->err));
@@ -377,6 +387,27 @@ static void test_store(void **state)
 	config_free(cfg);
 }
 
+/* Without a store group the store is on, at the compiled-in path; where
+ * its directory does not exist, that is an error naming store.path. */
+static void test_store_on_by_default(void **state)
+{
+	struct fixture *f = *state;
+	struct pg_config *cfg;
+	struct stat st;
+
+	cfg = load_text(f, MINIMAL "# no store group: the default applies\n");
+	if (stat(LOCALSTATEDIR "/lib/popgate", &st) == 0) {
+		assert_non_null(cfg);
+		assert_string_equal(cfg->upstream.uid_store,
+				    CONFIG_DEFAULT_STORE);
+		config_free(cfg);
+	} else {
+		assert_null(cfg);
+		assert_non_null(strstr(f->err, "store.path"));
+		assert_non_null(strstr(f->err, LOCALSTATEDIR "/lib/popgate"));
+	}
+}
+
 static void test_store_rejected(void **state)
 {
 	struct fixture *f = *state;
@@ -431,6 +462,7 @@ int main(void)
 		cmocka_unit_test(test_required_settings),
 		cmocka_unit_test(test_upstream_port_default_by_tls),
 		cmocka_unit_test(test_store),
+		cmocka_unit_test(test_store_on_by_default),
 		cmocka_unit_test(test_store_rejected),
 		cmocka_unit_test(test_syntax_error_and_missing_file),
 	};
