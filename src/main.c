@@ -1,10 +1,6 @@
 /*
  * main.c - command line: check a configuration, or run the daemon.
  */
-#ifdef HAVE_CONFIG_H
-#include <config.h>  /* autoconf's, for PACKAGE_VERSION */
-#endif
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -15,10 +11,6 @@
 #include "daemon.h"
 #include "log.h"
 #include "tls.h"
-
-#ifndef PACKAGE_VERSION
-#define PACKAGE_VERSION "unknown"
-#endif
 
 static void usage(FILE *out)
 {

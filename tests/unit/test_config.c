@@ -14,9 +14,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-/* The path is spelt out because the build directory has autoconf's own
- * config.h, which an include path would find first. */
-#include "src/config.h"
+#include "config.h"
 
 #define MINIMAL \
 	"listen = ( { address = \"127.0.0.1\"; port = 1110; } );\n" \
