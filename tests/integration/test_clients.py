@@ -206,6 +206,44 @@ def test_poplib_over_each_transport(user, secure_popgate, mode):
         p.close()
 
 
+def curl_pop3(pg, user, mode, *args, path=""):
+    """curl against popgate in MODE, verifying popgate's certificate (the
+    sandbox's, issued for 127.0.0.1) as a careful client would."""
+    scheme, port = ("pop3s", pg.tls_port) if mode == "tls" else ("pop3", pg.port)
+    cmd = ["curl", "--silent", "--show-error", "--max-time", str(TIMEOUT),
+           "--cacert", pg.config["tls"]["certificate"],
+           "-u", "%s:%s" % (user.name, user.password)]
+    if mode == "stls":
+        cmd.append("--ssl-reqd")  # STLS or fail, never plaintext
+    res = subprocess.run(cmd + list(args) +
+                         ["%s://%s:%d/%s" % (scheme, pg.host, port, path)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, timeout=TIMEOUT + 5)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    return res.stdout
+
+
+@pytest.mark.popgate_only
+@pytest.mark.parametrize("mode", MODES)
+def test_curl_over_each_transport(user, secure_popgate, mode):
+    """curl over plain, STLS (--ssl-reqd) and implicit TLS (pop3s): RETR of
+    every message byte for byte, LIST, UIDL and TOP through -X."""
+    pg = secure_popgate
+    uids = user.fill(five())
+    expected = [pop3_message(user.fetch(u)) for u in uids]
+    for n, m in enumerate(expected, 1):
+        assert curl_pop3(pg, user, mode, path=str(n)) == m
+    listing = b"".join(b"%d %d\r\n" % (n, len(m))
+                       for n, m in enumerate(expected, 1))
+    assert curl_pop3(pg, user, mode) == listing
+    assert curl_pop3(pg, user, mode, "-X", "LIST") == listing
+    uidl = curl_pop3(pg, user, mode, "-X", "UIDL").splitlines()
+    assert [l.split()[0] for l in uidl] == \
+        [b"%d" % n for n in range(1, len(expected) + 1)]
+    top = curl_pop3(pg, user, mode, "-X", "TOP 1 0")
+    assert top == expected[0][:expected[0].index(b"\r\n\r\n") + 4]
+
+
 def run_in_pty(cmd, env, timeout=TIMEOUT):
     """Run a full-screen program on a pseudo-terminal until it exits;
     returns (exit status or None on timeout, its screen output)."""
