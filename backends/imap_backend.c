@@ -1463,6 +1463,9 @@ struct prefetch_cache {
 	struct prefetch_body bodies[PREFETCH_MESSAGES];
 	size_t count;
 	size_t held;            /* octets in bodies[] */
+	/* UIDs the last read asked for: one it did not bring (a NO, an
+	 * empty or missing body) is read alone, not in another batch. */
+	uint32_t asked_first, asked_last;
 	/* The body being received (libetpan hands it over in chunks before
 	 * the FETCH response's UID is known). */
 	char *cur;
@@ -1488,6 +1491,13 @@ static void prefetch_cache_free(struct prefetch_cache *pc)
 		return;
 	prefetch_cache_clear(pc);
 	free(pc);
+}
+
+/* Whether the last read ahead asked for UID. */
+static bool prefetch_asked(const struct prefetch_cache *pc, uint32_t uid)
+{
+	return pc != NULL && pc->asked_last != 0 &&
+	       uid >= pc->asked_first && uid <= pc->asked_last;
 }
 
 /* The cached body of UID, or NULL. */
@@ -1577,7 +1587,8 @@ static void prefetch_att(struct mailimap_msg_att *att, void *context)
  * (not a small message, or no small message after it).
  */
 static struct mailimap_set *prefetch_set_new(const struct imap_backend *ib,
-					     const struct mail_entry *entry)
+					     const struct mail_entry *entry,
+					     uint32_t *last_uid_r)
 {
 	struct mailimap_set *set;
 	uint64_t budget = entry->size;
@@ -1603,6 +1614,7 @@ static struct mailimap_set *prefetch_set_new(const struct imap_backend *ib,
 			return NULL;
 		}
 		budget += next->size;
+		*last_uid_r = next->imap_uid;
 	}
 	return set;
 }
@@ -1619,9 +1631,10 @@ static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
 	struct mailimap_section *section;
 	struct mailimap_set *set;
 	clist *result = NULL;
+	uint32_t last_uid = entry->imap_uid;
 	int r;
 
-	set = prefetch_set_new(ib, entry);
+	set = prefetch_set_new(ib, entry, &last_uid);
 	if (set == NULL)
 		return MAILIMAP_NO_ERROR;
 	if (ib->cache == NULL)
@@ -1646,6 +1659,9 @@ static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
 	}
 	/* What was read ahead before and not asked for is dropped. */
 	prefetch_cache_clear(ib->cache);
+	/* The snapshot is in UID order and the set a run of it. */
+	ib->cache->asked_first = entry->imap_uid;
+	ib->cache->asked_last = last_uid;
 	mailimap_set_progress_callback(ib->imap, NULL, ignore_progress, NULL);
 	mailimap_set_msg_att_handler(ib->imap, prefetch_att, ib->cache);
 	mailimap_set_msg_body_handler(ib->imap, prefetch_body_chunk, ib->cache);
@@ -1699,7 +1715,8 @@ static int imap_fetch(struct backend *be, const struct mail_entry *entry,
 		return backend_fail(err, BACKEND_TEMP,
 				    "upstream session is not available");
 	b = prefetch_find(ib->cache, entry->imap_uid);
-	if (b == NULL && first_chunk >= entry->size) {
+	if (b == NULL && first_chunk >= entry->size &&
+	    !prefetch_asked(ib->cache, entry->imap_uid)) {
 		/* Only a RETR reads ahead; TOP wants a part of one. */
 		r = prefetch(ib, entry);
 		if (r != MAILIMAP_NO_ERROR && is_session_error(r))
