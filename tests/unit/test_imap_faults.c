@@ -1,7 +1,8 @@
 /*
  * test_imap_faults.c - the IMAP backend against a scripted upstream that
  * misbehaves: PREAUTH, BYE, garbage, STARTTLS response injection,
- * LOGINDISABLED, stalls, a connection cut mid-literal, no UIDPLUS.
+ * LOGINDISABLED, stalls, a connection cut mid-literal, no UIDPLUS; and
+ * the read-ahead of small messages, command by command and octet by octet.
  *
  * Each test forks a one-connection server on 127.0.0.1 running a script;
  * the child checks what the backend sends and exits 0 only if the whole
@@ -269,6 +270,258 @@ static void sc_many_messages(void)
 	say("%s OK done\r\n", tag);
 	expect("LOGOUT");
 	say("* BYE bye\r\n%s OK done\r\n", tag);
+}
+
+/* --- read-ahead: a mailbox of generated bodies -------------------------- */
+
+struct upmsg {
+	uint32_t uid;
+	uint32_t size;
+};
+
+/* The mailbox both sides know; set before start_server(). */
+static const struct upmsg *box;
+static size_t box_count;
+
+/* Octet I of message UID: lines of letters, so a shifted or mixed-up body
+ * never compares equal. */
+static char body_octet(uint32_t uid, size_t i)
+{
+	if (i % 64 == 62)
+		return '\r';
+	if (i % 64 == 63)
+		return '\n';
+	return (char)('A' + (uid * 7 + i) % 26);
+}
+
+static const struct upmsg *box_find(uint32_t uid, size_t *seq_r)
+{
+	for (size_t i = 0; i < box_count; i++) {
+		if (box[i].uid == uid) {
+			*seq_r = i + 1;
+			return &box[i];
+		}
+	}
+	return NULL;
+}
+
+static void serve_box(void)
+{
+	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
+	serve_plain_auth("UIDPLUS");
+	expect("SELECT INBOX");
+	say("* %zu EXISTS\r\n* OK [UIDVALIDITY 5] ok\r\n%s OK done\r\n",
+	    box_count, tag);
+	expect("UID FETCH 1:* (UID RFC822.SIZE)");
+	for (size_t i = 0; i < box_count; i++)
+		say("* %zu FETCH (UID %u RFC822.SIZE %u)\r\n", i + 1,
+		    box[i].uid, box[i].size);
+	say("%s OK done\r\n", tag);
+}
+
+static void send_body(uint32_t uid, uint32_t offset, uint32_t len)
+{
+	const struct upmsg *m;
+	size_t seq, end;
+	char *buf;
+
+	m = box_find(uid, &seq);
+	if (m == NULL)
+		return; /* gone: no response at all, as some servers do */
+	end = offset >= m->size ? offset : offset + (size_t)len;
+	if (end > m->size)
+		end = m->size;
+	say("* %zu FETCH (UID %u BODY[]<%u> {%zu}\r\n", seq, uid, offset,
+	    end - offset);
+	buf = malloc(end - offset + 1);
+	if (buf == NULL)
+		_exit(8);
+	for (size_t i = offset; i < end; i++)
+		buf[i - offset] = body_octet(uid, i);
+	if (write(peer, buf, end - offset) != (ssize_t)(end - offset))
+		_exit(4);
+	free(buf);
+	say(")\r\n");
+}
+
+enum fetch_fault {
+	FETCH_OK,
+	FETCH_NO,          /* tagged NO, nothing else */
+	FETCH_SKIP_SECOND, /* no body for the second UID of the set */
+};
+
+/*
+ * The next command must be exactly WANT, a UID FETCH of BODY.PEEK[]<o.n>
+ * over a set of single UIDs and ranges; answer it with the bodies.
+ */
+static void serve_fetch(const char *want, enum fetch_fault fault)
+{
+	const char *line = next_line(), *p;
+	unsigned long offset, len;
+	size_t n = 0;
+
+	if (strcmp(line, want) != 0) {
+		fprintf(stderr, "script: expected %s, got %s\n", want, line);
+		_exit(2);
+	}
+	p = strstr(line, "BODY.PEEK[]<");
+	if (p == NULL || sscanf(p, "BODY.PEEK[]<%lu.%lu>", &offset, &len) != 2)
+		_exit(9);
+	if (fault == FETCH_NO) {
+		say("%s NO Some messages could not be fetched\r\n", tag);
+		return;
+	}
+	p = line + strlen("UID FETCH ");
+	while (*p != ' ') {
+		char *end;
+		unsigned long first = strtoul(p, &end, 10), last = first;
+
+		if (*end == ':')
+			last = strtoul(end + 1, &end, 10);
+		for (unsigned long u = first; u <= last; u++, n++) {
+			if (!(fault == FETCH_SKIP_SECOND && n == 1))
+				send_body((uint32_t)u, (uint32_t)offset,
+					  (uint32_t)len);
+		}
+		p = *end == ',' ? end + 1 : end;
+	}
+	say("%s OK Fetch completed\r\n", tag);
+}
+
+static void serve_logout(void)
+{
+	expect("LOGOUT");
+	say("* BYE bye\r\n%s OK done\r\n", tag);
+}
+
+/* The fetch of a message of SIZE octets the ordinary way, as a RETR asks. */
+static void serve_whole(uint32_t uid, uint32_t size)
+{
+	char want[128];
+
+	snprintf(want, sizeof(want), "UID FETCH %u (BODY.PEEK[]<0.%u>)", uid,
+		 size < 4096 ? 4096 : size);
+	serve_fetch(want, FETCH_OK);
+	if (size >= 4096) {
+		/* The full range came back: one more to see the end. */
+		snprintf(want, sizeof(want),
+			 "UID FETCH %u (BODY.PEEK[]<%u.65536>)", uid, size);
+		serve_fetch(want, FETCH_OK);
+	}
+}
+
+/* 10-12 small, 13 big, 14-15 small. */
+static const struct upmsg box_mixed[] = {
+	{ 10, 100 }, { 11, 2000 }, { 12, 300 }, { 13, 100000 },
+	{ 14, 50 }, { 15, 60 },
+};
+
+static void sc_readahead_mixed(void)
+{
+	serve_box();
+	serve_fetch("UID FETCH 10,11,12 (BODY.PEEK[]<0.131072>)", FETCH_OK);
+	/* RETR 11 and 12 are served from what was read. */
+	serve_whole(13, 100000); /* big: alone, and 14 is not read with it */
+	serve_fetch("UID FETCH 14,15 (BODY.PEEK[]<0.131072>)", FETCH_OK);
+	serve_logout();
+}
+
+#define MANY_SMALL 40
+
+static struct upmsg box_many[MANY_SMALL];
+
+static void sc_readahead_count_cap(void)
+{
+	char want[512];
+	size_t len;
+
+	serve_box();
+	for (unsigned first = 1; first <= MANY_SMALL; first += 32) {
+		len = (size_t)snprintf(want, sizeof(want), "UID FETCH %u",
+				       first);
+		for (unsigned u = first + 1; u < first + 32 && u <= MANY_SMALL;
+		     u++)
+			len += (size_t)snprintf(want + len, sizeof(want) - len,
+						",%u", u);
+		snprintf(want + len, sizeof(want) - len,
+			 " (BODY.PEEK[]<0.131072>)");
+		serve_fetch(want, FETCH_OK);
+	}
+	serve_logout();
+}
+
+/* 60000 octets each: four fit in the 256 KB budget, five do not. */
+static const struct upmsg box_budget[] = {
+	{ 1, 60000 }, { 2, 60000 }, { 3, 60000 }, { 4, 60000 }, { 5, 60000 },
+	{ 6, 60000 },
+};
+
+static void sc_readahead_budget_cap(void)
+{
+	serve_box();
+	serve_fetch("UID FETCH 1,2,3,4 (BODY.PEEK[]<0.131072>)", FETCH_OK);
+	serve_fetch("UID FETCH 5,6 (BODY.PEEK[]<0.131072>)", FETCH_OK);
+	serve_logout();
+}
+
+static const struct upmsg box_three[] = {
+	{ 10, 100 }, { 11, 5000 }, { 12, 300 },
+};
+
+static void sc_readahead_no(void)
+{
+	serve_box();
+	serve_fetch("UID FETCH 10,11,12 (BODY.PEEK[]<0.131072>)", FETCH_NO);
+	serve_whole(10, 100);
+	serve_whole(11, 5000);
+	serve_whole(12, 300);
+	serve_logout();
+}
+
+/* 11 is in the snapshot but gone by the time it is read. */
+static const struct upmsg box_gone[] = {
+	{ 10, 100 }, { 12, 300 }, { 13, 400 },
+};
+static const struct upmsg box_gone_listed[] = {
+	{ 10, 100 }, { 11, 200 }, { 12, 300 }, { 13, 400 },
+};
+
+static void sc_readahead_missing_body(void)
+{
+	box = box_gone_listed;
+	box_count = sizeof(box_gone_listed) / sizeof(box_gone_listed[0]);
+	serve_box();
+	box = box_gone;
+	box_count = sizeof(box_gone) / sizeof(box_gone[0]);
+	serve_fetch("UID FETCH 10,11,12,13 (BODY.PEEK[]<0.131072>)",
+		    FETCH_OK);
+	/* RETR 11: asked for alone, and still not there. */
+	serve_fetch("UID FETCH 11 (BODY.PEEK[]<0.4096>)", FETCH_OK);
+	/* RETR 12 and 13 come from what was read. */
+	serve_logout();
+}
+
+static void sc_readahead_skipped_body(void)
+{
+	serve_box();
+	serve_fetch("UID FETCH 10,11,12 (BODY.PEEK[]<0.131072>)",
+		    FETCH_SKIP_SECOND);
+	serve_whole(11, 5000);
+	serve_logout();
+}
+
+/* 60000 and 100 octets: a TOP of the first asks for its head only. */
+static const struct upmsg box_top[] = {
+	{ 20, 60000 }, { 21, 100 },
+};
+
+static void sc_top_no_readahead(void)
+{
+	serve_box();
+	serve_fetch("UID FETCH 20 (BODY.PEEK[]<0.16384>)", FETCH_OK);
+	/* The RETR that follows still reads 21 with it. */
+	serve_fetch("UID FETCH 20,21 (BODY.PEEK[]<0.131072>)", FETCH_OK);
+	serve_logout();
 }
 
 /* --- harness (parent) --------------------------------------------------- */
@@ -599,6 +852,204 @@ static void test_snapshot_of_100000_messages(void **state)
 	assert_int_equal(finish_server(srv), 0);
 }
 
+/* --- read-ahead (parent side) ------------------------------------------- */
+
+struct collected {
+	char *data;
+	size_t len;
+};
+
+static int collect_sink(void *ctx, const char *data, size_t len)
+{
+	struct collected *c = ctx;
+	char *grown = realloc(c->data, c->len + len);
+
+	if (grown == NULL)
+		return -1;
+	memcpy(grown + c->len, data, len);
+	c->data = grown;
+	c->len += len;
+	return 0;
+}
+
+/* A TOP-like sink: wants LIMIT octets, then stops the fetch. */
+struct head {
+	struct collected got;
+	size_t limit;
+};
+
+static int head_sink(void *ctx, const char *data, size_t len)
+{
+	struct head *h = ctx;
+	size_t room = h->limit - h->got.len;
+
+	if (collect_sink(&h->got, data, len < room ? len : room) < 0)
+		return -1;
+	return h->got.len >= h->limit ? 1 : 0;
+}
+
+static void assert_body(const struct collected *c, uint32_t uid, size_t size)
+{
+	assert_int_equal(c->len, size);
+	for (size_t i = 0; i < size; i++) {
+		if (c->data[i] != body_octet(uid, i))
+			fail_msg("uid %u: octet %zu differs", uid, i);
+	}
+}
+
+struct box_session {
+	struct server srv;
+	struct upstream_settings set; /* the backend keeps a pointer */
+	struct backend *be;
+	struct mail_snapshot snap;
+};
+
+static void box_open(struct box_session *bs, const struct upmsg *msgs,
+		     size_t n, void (*script)(void))
+{
+	struct backend_error err;
+
+	box = msgs;
+	box_count = n;
+	bs->srv = start_server(script);
+	bs->set = settings_for(&bs->srv);
+	memset(&bs->snap, 0, sizeof(bs->snap));
+	bs->be = imap_backend_new(&bs->set, NULL);
+	assert_int_equal(backend_login(bs->be, "alice", "secret", &err), 0);
+	assert_int_equal(backend_snapshot(bs->be, &bs->snap, &err), 0);
+}
+
+/* RETR message I of the snapshot and check every octet of it. */
+static void box_retr(struct box_session *bs, size_t i)
+{
+	const struct mail_entry *e = &bs->snap.msgs[i];
+	struct collected c = { 0 };
+	struct backend_error err;
+	size_t seq;
+	const struct upmsg *m = box_find(e->imap_uid, &seq);
+
+	assert_non_null(m);
+	assert_int_equal(backend_fetch(bs->be, e, e->size, collect_sink, &c,
+				       &err), 0);
+	assert_body(&c, m->uid, m->size);
+	free(c.data);
+}
+
+/* Log out; the server must have seen exactly its script. */
+static void box_close(struct box_session *bs)
+{
+	mail_snapshot_clear(&bs->snap);
+	backend_free(bs->be);
+	assert_int_equal(finish_server(bs->srv), 0);
+}
+
+static void test_readahead_batches_small_runs(void **state)
+{
+	struct box_session bs;
+
+	(void)state;
+	box_open(&bs, box_mixed, sizeof(box_mixed) / sizeof(box_mixed[0]),
+		 sc_readahead_mixed);
+	assert_int_equal(bs.snap.count, 6);
+	for (size_t i = 0; i < bs.snap.count; i++)
+		box_retr(&bs, i);
+	box_close(&bs);
+}
+
+static void test_readahead_count_cap(void **state)
+{
+	struct box_session bs;
+
+	(void)state;
+	for (unsigned i = 0; i < MANY_SMALL; i++)
+		box_many[i] = (struct upmsg) { .uid = i + 1, .size = 1000 + i };
+	box_open(&bs, box_many, MANY_SMALL, sc_readahead_count_cap);
+	for (size_t i = 0; i < bs.snap.count; i++)
+		box_retr(&bs, i);
+	box_close(&bs);
+}
+
+static void test_readahead_budget_cap(void **state)
+{
+	struct box_session bs;
+
+	(void)state;
+	box_open(&bs, box_budget, sizeof(box_budget) / sizeof(box_budget[0]),
+		 sc_readahead_budget_cap);
+	for (size_t i = 0; i < bs.snap.count; i++)
+		box_retr(&bs, i);
+	box_close(&bs);
+}
+
+static void test_readahead_no_falls_back(void **state)
+{
+	struct box_session bs;
+
+	(void)state;
+	box_open(&bs, box_three, sizeof(box_three) / sizeof(box_three[0]),
+		 sc_readahead_no);
+	for (size_t i = 0; i < bs.snap.count; i++)
+		box_retr(&bs, i);
+	box_close(&bs);
+}
+
+static void test_readahead_skipped_body_falls_back(void **state)
+{
+	struct box_session bs;
+
+	(void)state;
+	box_open(&bs, box_three, sizeof(box_three) / sizeof(box_three[0]),
+		 sc_readahead_skipped_body);
+	for (size_t i = 0; i < bs.snap.count; i++)
+		box_retr(&bs, i);
+	box_close(&bs);
+}
+
+static void test_readahead_message_gone(void **state)
+{
+	struct box_session bs;
+	struct collected c = { 0 };
+	struct backend_error err;
+
+	(void)state;
+	box_open(&bs, box_gone_listed,
+		 sizeof(box_gone_listed) / sizeof(box_gone_listed[0]),
+		 sc_readahead_missing_body);
+	/* The parent's idea of the mailbox is what is really there. */
+	box = box_gone;
+	box_count = sizeof(box_gone) / sizeof(box_gone[0]);
+	assert_int_equal(bs.snap.count, 4);
+	box_retr(&bs, 0);
+	assert_int_equal(backend_fetch(bs.be, &bs.snap.msgs[1],
+				       bs.snap.msgs[1].size, collect_sink, &c,
+				       &err), -1);
+	assert_int_equal(err.status, BACKEND_NO_MESSAGE);
+	assert_int_equal(c.len, 0);
+	box_retr(&bs, 2);
+	box_retr(&bs, 3);
+	box_close(&bs);
+}
+
+static void test_top_does_not_read_ahead(void **state)
+{
+	struct box_session bs;
+	struct head h = { .limit = 1000 };
+	struct backend_error err;
+
+	(void)state;
+	box_open(&bs, box_top, sizeof(box_top) / sizeof(box_top[0]),
+		 sc_top_no_readahead);
+	assert_int_equal(backend_fetch(bs.be, &bs.snap.msgs[0], 16384,
+				       head_sink, &h, &err), 0);
+	assert_int_equal(h.got.len, 1000);
+	for (size_t i = 0; i < h.got.len; i++)
+		assert_int_equal(h.got.data[i], body_octet(20, i));
+	free(h.got.data);
+	box_retr(&bs, 0);
+	box_retr(&bs, 1);
+	box_close(&bs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -616,6 +1067,13 @@ int main(void)
 		cmocka_unit_test(test_id_forwards_client_address),
 		cmocka_unit_test(test_auth_refused_then_retry),
 		cmocka_unit_test(test_snapshot_of_100000_messages),
+		cmocka_unit_test(test_readahead_batches_small_runs),
+		cmocka_unit_test(test_readahead_count_cap),
+		cmocka_unit_test(test_readahead_budget_cap),
+		cmocka_unit_test(test_readahead_no_falls_back),
+		cmocka_unit_test(test_readahead_skipped_body_falls_back),
+		cmocka_unit_test(test_readahead_message_gone),
+		cmocka_unit_test(test_top_does_not_read_ahead),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
