@@ -8,20 +8,25 @@
 
 #include "backend.h"
 
+void format_one_line(char *buf, size_t size, const char *fmt, va_list ap)
+{
+	vsnprintf(buf, size, fmt, ap);
+	for (char *p = buf; *p != '\0'; p++) {
+		if (*p == '\r' || *p == '\n')
+			*p = ' ';
+	}
+}
+
 int backend_fail(struct backend_error *err, enum backend_status status,
 		 const char *fmt, ...)
 {
 	va_list ap;
 
 	err->status = status;
-	va_start(ap, fmt);
-	vsnprintf(err->text, sizeof(err->text), fmt, ap);
-	va_end(ap);
 	/* The text reaches a POP3 response line: keep it to one line. */
-	for (char *p = err->text; *p != '\0'; p++) {
-		if (*p == '\r' || *p == '\n')
-			*p = ' ';
-	}
+	va_start(ap, fmt);
+	format_one_line(err->text, sizeof(err->text), fmt, ap);
+	va_end(ap);
 	return -1;
 }
 

@@ -13,6 +13,7 @@
 #ifndef POPGATE_BACKEND_H
 #define POPGATE_BACKEND_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,11 @@ struct backend_error {
 	enum backend_status status;
 	char text[200]; /* safe to show a client: no secrets, no CR/LF */
 };
+
+/* Format FMT/AP into BUF (truncated to fit) with CR and LF turned into
+ * spaces, so that the text can end up on a protocol line. */
+void format_one_line(char *buf, size_t size, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
 
 /* Fill *err (printf-style text, truncated to fit) and return -1. */
 int backend_fail(struct backend_error *err, enum backend_status status,

@@ -13,14 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "backend.h"
 #include "imap_transport.h"
+#include "monotime.h"
 
 struct imap_transport {
 	int fd;
@@ -47,21 +48,9 @@ static int transport_fail(struct transport_error *err,
 
 	err->kind = kind;
 	va_start(ap, fmt);
-	vsnprintf(err->text, sizeof(err->text), fmt, ap);
+	format_one_line(err->text, sizeof(err->text), fmt, ap);
 	va_end(ap);
-	for (char *p = err->text; *p != '\0'; p++) {
-		if (*p == '\r' || *p == '\n')
-			*p = ' ';
-	}
 	return -1;
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /*
@@ -73,7 +62,7 @@ static int wait_fd(int fd, short events, uint64_t deadline)
 	struct pollfd pfd = { .fd = fd, .events = events };
 
 	for (;;) {
-		uint64_t now = now_ms();
+		uint64_t now = monotime_ms();
 		int left, r;
 
 		if (now >= deadline)
@@ -171,7 +160,7 @@ struct imap_transport *imap_transport_connect(
 	};
 	struct addrinfo *res = NULL;
 	struct imap_transport *tr;
-	uint64_t deadline = now_ms() + set->connect_timeout_ms;
+	uint64_t deadline = monotime_ms() + set->connect_timeout_ms;
 	char port[16];
 	int r, fd = -1, last_errno = 0;
 	bool failed = false;
@@ -188,7 +177,7 @@ struct imap_transport *imap_transport_connect(
 		return NULL;
 	}
 	for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-		if (now_ms() >= deadline) {
+		if (monotime_ms() >= deadline) {
 			last_errno = ETIMEDOUT;
 			break;
 		}
@@ -275,7 +264,7 @@ fail:
 int imap_transport_start_tls(struct imap_transport *tr,
 			     struct transport_error *err)
 {
-	uint64_t deadline = now_ms() + tr->connect_timeout_ms;
+	uint64_t deadline = monotime_ms() + tr->connect_timeout_ms;
 	char ebuf[160];
 
 	if (tr->ssl != NULL)
@@ -476,7 +465,7 @@ static ssize_t tls_io(struct imap_transport *tr, void *rbuf,
 static ssize_t transport_read(struct imap_transport *tr, void *buf,
 			      size_t count)
 {
-	uint64_t deadline = now_ms() + tr->io_timeout_ms;
+	uint64_t deadline = monotime_ms() + tr->io_timeout_ms;
 
 	if (tr->fd < 0)
 		return io_fail(tr, TRANSPORT_ERR_CLOSED, "read from", 0);
@@ -491,7 +480,7 @@ static ssize_t transport_read(struct imap_transport *tr, void *buf,
 static ssize_t transport_write(struct imap_transport *tr, const void *buf,
 			       size_t count)
 {
-	uint64_t deadline = now_ms() + tr->io_timeout_ms;
+	uint64_t deadline = monotime_ms() + tr->io_timeout_ms;
 	size_t done = 0;
 
 	if (tr->fd < 0)
