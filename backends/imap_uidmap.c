@@ -75,6 +75,16 @@ static uint32_t att_uid(const struct mailimap_msg_att *att)
 	return 0;
 }
 
+/* The body section ITEM carries, or NULL when it is another attribute. */
+static const struct mailimap_msg_att_body_section *
+item_body_section(const struct mailimap_msg_att_item *item)
+{
+	if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC ||
+	    item->att_data.att_static->att_type != MAILIMAP_MSG_ATT_BODY_SECTION)
+		return NULL;
+	return item->att_data.att_static->att_data.att_body_section;
+}
+
 /* The msgtext type of a section (HEADER.FIELDS, TEXT), or -1 for BODY[]. */
 static int section_type(const struct mailimap_section *sec)
 {
@@ -228,16 +238,10 @@ static int fetch_fingerprints(struct imap_uidmap_ctx *c,
 			continue; /* unsolicited, or a repeat */
 		for (clistiter *i2 = clist_begin(att->att_list); i2 != NULL;
 		     i2 = clist_next(i2)) {
-			const struct mailimap_msg_att_item *item =
-				clist_content(i2);
-			const struct mailimap_msg_att_body_section *b;
+			const struct mailimap_msg_att_body_section *b =
+				item_body_section(clist_content(i2));
 
-			if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC ||
-			    item->att_data.att_static->att_type !=
-			    MAILIMAP_MSG_ATT_BODY_SECTION)
-				continue;
-			b = item->att_data.att_static->att_data.att_body_section;
-			if (b->sec_body_part == NULL)
+			if (b == NULL || b->sec_body_part == NULL)
 				continue;
 			if (section_type(b->sec_section) ==
 			    MAILIMAP_SECTION_MSGTEXT_HEADER_FIELDS) {
@@ -345,16 +349,11 @@ static int fetch_tails(struct imap_uidmap_ctx *c, struct uidmap_need *items,
 			continue;
 		for (clistiter *i2 = clist_begin(ma->att_list); i2 != NULL;
 		     i2 = clist_next(i2)) {
-			const struct mailimap_msg_att_item *item =
-				clist_content(i2);
-			const struct mailimap_msg_att_body_section *b;
+			const struct mailimap_msg_att_body_section *b =
+				item_body_section(clist_content(i2));
 
-			if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC ||
-			    item->att_data.att_static->att_type !=
-			    MAILIMAP_MSG_ATT_BODY_SECTION)
-				continue;
-			b = item->att_data.att_static->att_data.att_body_section;
-			if (b->sec_body_part != NULL && b->sec_length > 0)
+			if (b != NULL && b->sec_body_part != NULL &&
+			    b->sec_length > 0)
 				q->size = size + ending_correction(
 					b->sec_body_part, b->sec_length);
 		}
