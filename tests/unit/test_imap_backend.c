@@ -25,6 +25,7 @@
 
 #include "imap_backend.h"
 #include "imap_transport.h"
+#include "live_imap.h"
 
 static struct {
 	bool enabled;
@@ -46,11 +47,9 @@ static struct {
 
 static bool parse_env(void)
 {
-	const char *v = getenv("POPGATE_TEST_IMAP");
 	const char *t = getenv("POPGATE_TEST_IMAP_TLS");
 
-	if (v == NULL || sscanf(v, "%127[^:]:%u:%63[^:]:%63s", rig.host,
-				&rig.port, rig.user, rig.pass) != 4)
+	if (!live_imap_from_env(rig.host, &rig.port, rig.user, rig.pass))
 		return false;
 	if (t != NULL && sscanf(t, "%u:%511s", &rig.tls_port, rig.ca_file) != 2)
 		rig.tls_port = 0;
@@ -73,23 +72,7 @@ static struct upstream_settings plain_settings(void)
 /* A side connection for preparing and checking the folder. */
 static mailimap *helper_connect(void)
 {
-	struct transport_settings ts = {
-		.host = rig.host, .port = rig.port, .verify = true,
-		.connect_timeout_ms = 5000, .io_timeout_ms = 10000,
-	};
-	struct transport_error te;
-	struct imap_transport *tr = imap_transport_connect(&ts, &te);
-	mailimap *imap;
-
-	assert_non_null(tr);
-	imap = mailimap_new(0, NULL);
-	assert_non_null(imap);
-	assert_int_equal(mailimap_connect(imap,
-		mailstream_new(imap_transport_low_new(tr), 8192)),
-		MAILIMAP_NO_ERROR_NON_AUTHENTICATED);
-	assert_int_equal(mailimap_login(imap, rig.user, rig.pass),
-			 MAILIMAP_NO_ERROR);
-	return imap;
+	return live_imap_connect(rig.host, rig.port, rig.user, rig.pass);
 }
 
 static uint32_t helper_append(mailimap *imap, const char *msg, size_t len)

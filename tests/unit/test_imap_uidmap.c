@@ -23,6 +23,7 @@
 #include "imap_backend.h"
 #include "imap_transport.h"
 #include "imap_uidmap.h"
+#include "live_imap.h"
 #include "uidmap.h"
 #include "uidstore_sqlite.h"
 
@@ -43,31 +44,12 @@ static const char *messages[N_MSGS];
 
 static bool parse_env(void)
 {
-	const char *v = getenv("POPGATE_TEST_IMAP");
-
-	return v != NULL && sscanf(v, "%127[^:]:%u:%63[^:]:%63s", rig.host,
-				   &rig.port, rig.user, rig.pass) == 4;
+	return live_imap_from_env(rig.host, &rig.port, rig.user, rig.pass);
 }
 
 static mailimap *connect_imap(void)
 {
-	struct transport_settings ts = {
-		.host = rig.host, .port = rig.port, .verify = true,
-		.connect_timeout_ms = 5000, .io_timeout_ms = 10000,
-	};
-	struct transport_error te;
-	struct imap_transport *tr = imap_transport_connect(&ts, &te);
-	mailimap *imap;
-
-	assert_non_null(tr);
-	imap = mailimap_new(0, NULL);
-	assert_non_null(imap);
-	assert_int_equal(mailimap_connect(imap,
-		mailstream_new(imap_transport_low_new(tr), 8192)),
-		MAILIMAP_NO_ERROR_NON_AUTHENTICATED);
-	assert_int_equal(mailimap_login(imap, rig.user, rig.pass),
-			 MAILIMAP_NO_ERROR);
-	return imap;
+	return live_imap_connect(rig.host, rig.port, rig.user, rig.pass);
 }
 
 static void disconnect(mailimap *imap)
