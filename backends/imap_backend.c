@@ -318,6 +318,7 @@ static int connect_upstream(struct imap_backend *ib, struct backend_error *err)
 		.verify = set->verify,
 		.connect_timeout_ms = set->connect_timeout_ms,
 		.io_timeout_ms = set->command_timeout_ms,
+		.tls_ctx = set->tls_ctx,
 	};
 	struct transport_error te = { 0 };
 	struct imap_transport *tr;

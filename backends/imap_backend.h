@@ -24,6 +24,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <openssl/ssl.h>
+
 #include "backend.h"
 #include "uidmap.h"
 
@@ -40,6 +42,10 @@ struct upstream_settings {
 	const char *ca_file;      /* NULL: the system trust store */
 	bool verify;              /* chain + host name; default true */
 	const char *server_name;  /* SNI and name to verify; NULL: host */
+	/* From imap_transport_ctx_new(ca_file, verify), borrowed: built once
+	 * (the daemon's master) for every connection; NULL: each connection
+	 * builds its own. */
+	SSL_CTX *tls_ctx;
 	const char *folder;       /* default "INBOX" */
 	uint64_t connect_timeout_ms;
 	uint64_t command_timeout_ms;

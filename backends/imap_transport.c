@@ -25,7 +25,7 @@
 
 struct imap_transport {
 	int fd;
-	SSL_CTX *ctx;
+	SSL_CTX *ctx;  /* a reference of our own; NULL until needed */
 	SSL *ssl;
 	uint64_t connect_timeout_ms;
 	uint64_t io_timeout_ms;
@@ -207,6 +207,9 @@ struct imap_transport *imap_transport_connect(
 	tr->server_name = strdup_or_null(set->server_name != NULL ?
 					 set->server_name : set->host, &failed);
 	tr->ca_file = strdup_or_null(set->ca_file, &failed);
+	/* Our own reference: the caller may free its context before us. */
+	if (set->tls_ctx != NULL && SSL_CTX_up_ref(set->tls_ctx))
+		tr->ctx = set->tls_ctx;
 	if (failed) {
 		imap_transport_free(tr);
 		transport_fail(err, TRANSPORT_ERR_NOMEM, "out of memory");
@@ -215,33 +218,65 @@ struct imap_transport *imap_transport_connect(
 	return tr;
 }
 
+SSL_CTX *imap_transport_ctx_new(const char *ca_file, bool verify,
+				struct transport_error *err)
+{
+	char ebuf[160];
+	SSL_CTX *ctx;
+
+	ERR_clear_error();
+	ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL)
+		goto fail;
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION))
+		goto fail;
+	if (verify) {
+		if (ca_file != NULL) {
+			if (!SSL_CTX_load_verify_locations(ctx, ca_file, NULL)) {
+				transport_fail(err, TRANSPORT_ERR_TLS,
+					"cannot load CA file %s: %s", ca_file,
+					tls_error_string(ebuf, sizeof(ebuf), 0));
+				SSL_CTX_free(ctx);
+				return NULL;
+			}
+		} else if (!SSL_CTX_set_default_verify_paths(ctx)) {
+			goto fail;
+		}
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	} else {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	}
+	return ctx;
+fail:
+	transport_fail(err, TRANSPORT_ERR_TLS, "TLS context setup failed: %s",
+		       tls_error_string(ebuf, sizeof(ebuf), 0));
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+void imap_transport_ctx_free(SSL_CTX *ctx)
+{
+	SSL_CTX_free(ctx);
+}
+
 static int tls_setup(struct imap_transport *tr, struct transport_error *err)
 {
 	char ebuf[160];
 
-	tr->ctx = SSL_CTX_new(TLS_client_method());
-	if (tr->ctx == NULL)
-		goto fail;
-	if (!SSL_CTX_set_min_proto_version(tr->ctx, TLS1_2_VERSION))
-		goto fail;
-	if (tr->verify) {
-		if (tr->ca_file != NULL) {
-			if (!SSL_CTX_load_verify_locations(tr->ctx, tr->ca_file,
-							   NULL))
-				return transport_fail(err, TRANSPORT_ERR_TLS,
-					"cannot load CA file %s: %s",
-					tr->ca_file,
-					tls_error_string(ebuf, sizeof(ebuf), 0));
-		} else if (!SSL_CTX_set_default_verify_paths(tr->ctx)) {
-			goto fail;
-		}
-		SSL_CTX_set_verify(tr->ctx, SSL_VERIFY_PEER, NULL);
-	} else {
-		SSL_CTX_set_verify(tr->ctx, SSL_VERIFY_NONE, NULL);
+	if (tr->ctx == NULL) {
+		tr->ctx = imap_transport_ctx_new(tr->ca_file, tr->verify, err);
+		if (tr->ctx == NULL)
+			return -1;
 	}
 
 	tr->ssl = SSL_new(tr->ctx);
 	if (tr->ssl == NULL || !SSL_set_fd(tr->ssl, tr->fd))
+		goto fail;
+	/* The context may be shared: this connection's own settings decide
+	 * whether the peer is verified, never the context's. */
+	SSL_set_verify(tr->ssl, tr->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+		       NULL);
+	if (!SSL_set_min_proto_version(tr->ssl, TLS1_2_VERSION))
 		goto fail;
 	if (is_ip_address(tr->server_name)) {
 		/* RFC 6066 forbids SNI with an address; check the SAN iPAddress. */

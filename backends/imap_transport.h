@@ -8,6 +8,11 @@
  * libetpan cannot spin on a closed connection.  Certificate chain and host
  * name are verified unless the caller explicitly turns verification off.
  *
+ * The TLS context (trust anchors, protocol floor) may be built once with
+ * imap_transport_ctx_new() and shared by every connection, also across
+ * fork(); host name, SNI and the verification mode are set per connection
+ * from the transport_settings all the same.
+ *
  * Nothing is printed here: errors are values (struct transport_error), and
  * errors inside libetpan's read/write callbacks are kept in the transport for
  * imap_transport_last_error().  The process must ignore SIGPIPE (OpenSSL
@@ -20,6 +25,7 @@
 #include <stdint.h>
 
 #include <libetpan/libetpan.h>
+#include <openssl/ssl.h>
 
 enum transport_error_kind {
 	TRANSPORT_ERR_NONE = 0,
@@ -47,7 +53,22 @@ struct transport_settings {
 	bool verify;              /* chain + host name; false only on request */
 	uint64_t connect_timeout_ms; /* whole connect, and each TLS handshake */
 	uint64_t io_timeout_ms;   /* each read or write */
+	/* Built by imap_transport_ctx_new() with the same ca_file and
+	 * verify, borrowed; NULL: build one for this connection. */
+	SSL_CTX *tls_ctx;
 };
+
+/*
+ * Build the client TLS context for upstream connections: TLS 1.2 minimum
+ * and, when VERIFY, the trust anchors of CA_FILE (NULL: the system's
+ * default store), read now.  Blocks only on reading those files.  Returns
+ * a context owned by the caller (imap_transport_ctx_free), or NULL with
+ * *err (kind TRANSPORT_ERR_TLS, naming the file and OpenSSL's reason).
+ */
+SSL_CTX *imap_transport_ctx_new(const char *ca_file, bool verify,
+				struct transport_error *err);
+
+void imap_transport_ctx_free(SSL_CTX *ctx);
 
 struct imap_transport;
 

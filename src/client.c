@@ -236,6 +236,7 @@ void client_run(const struct client_params *params, int fd,
 	char peer_text[NI_MAXHOST + NI_MAXSERV + 16];
 	struct client client = { .params = params };
 	struct pop3_settings settings = cfg->pop3;
+	struct upstream_settings upstream = cfg->upstream;
 	struct pop3_io io = { client_write, &client };
 	struct client_origin origin;
 	uint64_t started = monotime_ms();
@@ -268,7 +269,8 @@ void client_run(const struct client_params *params, int fd,
 
 	origin.ip = ip;
 	origin.port = (unsigned)strtoul(port, NULL, 10);
-	be = imap_backend_new(&cfg->upstream, &origin);
+	upstream.tls_ctx = params->upstream_tls_ctx;
+	be = imap_backend_new(&upstream, &origin);
 	settings.stls_available = !params->listener->tls &&
 		params->tls_ctx != NULL;
 	if (be != NULL)

@@ -19,6 +19,9 @@ struct client_params {
 	const struct pg_config *cfg;
 	const struct listener_config *listener;
 	SSL_CTX *tls_ctx;             /* NULL: no TLS configured */
+	/* For every upstream connection (imap_transport_ctx_new); NULL:
+	 * the upstream has no TLS, or each connection builds its own. */
+	SSL_CTX *upstream_tls_ctx;
 	/* Set by the SIGTERM handler.  SIGTERM must be blocked by the caller;
 	 * it is let through only while waiting for the client. */
 	volatile sig_atomic_t *stop_requested;

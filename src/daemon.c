@@ -25,6 +25,7 @@
 
 #include "client.h"
 #include "daemon.h"
+#include "imap_transport.h"
 #include "log.h"
 #include "monotime.h"
 #include "tls.h"
@@ -43,6 +44,7 @@ struct listen_socket {
 struct daemon {
 	const struct pg_config *cfg;
 	SSL_CTX *tls_ctx;
+	SSL_CTX *upstream_tls_ctx;  /* NULL: the upstream has no TLS */
 	struct listen_socket *sockets;
 	size_t n_sockets;
 	pid_t *children;
@@ -231,6 +233,7 @@ static void run_child(struct daemon *d, const struct listen_socket *ls,
 		.cfg = d->cfg,
 		.listener = ls->config,
 		.tls_ctx = d->tls_ctx,
+		.upstream_tls_ctx = d->upstream_tls_ctx,
 		.stop_requested = &child_stop_requested,
 	};
 	sigset_t blocked;
@@ -463,6 +466,21 @@ int daemon_run(const struct pg_config *cfg)
 			goto out;
 		}
 	}
+	/*
+	 * Once, here: a session would otherwise build it and read the trust
+	 * store for every login, and a CA file may be readable by root only.
+	 */
+	if (cfg->upstream.tls != UPSTREAM_TLS_NONE) {
+		struct transport_error te = { 0 };
+
+		d.upstream_tls_ctx = imap_transport_ctx_new(
+			cfg->upstream.ca_file, cfg->upstream.verify, &te);
+		if (d.upstream_tls_ctx == NULL) {
+			log_error("event=startup_failed error=\"upstream TLS: "
+				  "%s\"", te.text);
+			goto out;
+		}
+	}
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		if (bind_listener(&d, &cfg->listeners[i]) < 0)
 			goto out;
@@ -493,6 +511,7 @@ out:
 	free(d.sockets);
 	free(d.children);
 	tls_server_ctx_free(d.tls_ctx);
+	imap_transport_ctx_free(d.upstream_tls_ctx);
 	close(signal_pipe[0]);
 	close(signal_pipe[1]);
 	return ret;

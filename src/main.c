@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "imap_transport.h"
 #include "log.h"
 #include "tls.h"
 
@@ -23,20 +24,34 @@ static void usage(FILE *out)
 		SYSCONFDIR "/popgate.conf");
 }
 
-/* What nginx -t does too: load the certificate and key, not just parse. */
+/*
+ * What nginx -t does too: build the TLS contexts the daemon builds, so a
+ * bad certificate, key or CA file fails the check, not the start.
+ */
 static int check_tls_files(const struct pg_config *cfg)
 {
+	struct transport_error te = { 0 };
 	char err[512];
 	SSL_CTX *ctx;
 
-	if (cfg->tls.certificate == NULL)
-		return 0;
-	ctx = tls_server_ctx_new(&cfg->tls, err, sizeof(err));
-	if (ctx == NULL) {
-		fprintf(stderr, "popgate: %s: %s\n", cfg->path, err);
-		return -1;
+	if (cfg->tls.certificate != NULL) {
+		ctx = tls_server_ctx_new(&cfg->tls, err, sizeof(err));
+		if (ctx == NULL) {
+			fprintf(stderr, "popgate: %s: %s\n", cfg->path, err);
+			return -1;
+		}
+		tls_server_ctx_free(ctx);
 	}
-	tls_server_ctx_free(ctx);
+	if (cfg->upstream.tls != UPSTREAM_TLS_NONE) {
+		ctx = imap_transport_ctx_new(cfg->upstream.ca_file,
+					     cfg->upstream.verify, &te);
+		if (ctx == NULL) {
+			fprintf(stderr, "popgate: %s: upstream TLS: %s\n",
+				cfg->path, te.text);
+			return -1;
+		}
+		imap_transport_ctx_free(ctx);
+	}
 	return 0;
 }
 

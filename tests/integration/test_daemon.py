@@ -75,6 +75,27 @@ def test_config_check_tls_listener_needs_certificate(tmp_path, sandbox):
     assert path in err
 
 
+def test_bad_upstream_ca_file_fails_check_and_start(tmp_path, sandbox):
+    """The upstream TLS context is built by -t and by the master at start,
+    so a CA file that is not PEM fails both, naming the file."""
+    ca = write(tmp_path / "ca.pem", "not a certificate\n")
+    os.chmod(ca, 0o644)
+    cfg = popgate_lib.base_config(sandbox.tls_port, free_port())
+    cfg["upstream"].update({"tls": "tls", "ca_file": ca})
+    path = write(tmp_path / "badca.conf", popgate_lib.render_config(cfg))
+    status, err = popgate_lib.check_config(path)
+    assert status == 1, err
+    assert "upstream TLS" in err and ca in err, err
+
+    pg = popgate_lib.Popgate(str(tmp_path / "pg"), sandbox.tls_port,
+                             overrides={"upstream": {"tls": "tls",
+                                                     "ca_file": ca}})
+    with pytest.raises(popgate_lib.PopgateError):
+        pg.start()
+    pg.kill()
+    assert "event=startup_failed" in pg.log() and ca in pg.log(), pg.log()
+
+
 def test_config_check_accepts_example(tmp_path, sandbox):
     example = os.path.join(TOP, "etc", "popgate.conf.example")
     if not os.path.exists(example):

@@ -529,6 +529,87 @@ static void test_implicit_tls_with_ca_and_high_fd(void **state)
 		close(fds[--n]);
 }
 
+/*
+ * One context shared by many connections, as the daemon's master builds it:
+ * each connection still checks its own server name, and a connection
+ * outlives the caller's reference.
+ */
+static void test_shared_ctx_verifies_each_connection(void **state)
+{
+	struct transport_error te = { 0 };
+	struct backend_error err = { 0 };
+	struct upstream_settings set;
+	struct mail_snapshot snap = { 0 };
+	struct backend *be, *wrong;
+
+	(void)state;
+	set = plain_settings();
+	set.tls = UPSTREAM_TLS_IMPLICIT;
+	set.port = rig.tls_port;
+	set.ca_file = rig.ca_file;
+	set.tls_ctx = imap_transport_ctx_new(rig.ca_file, true, &te);
+	if (set.tls_ctx == NULL)
+		fail_msg("context: %s", te.text);
+	be = login_ok(&set, NULL);
+
+	set.server_name = "wrong.example";
+	wrong = imap_backend_new(&set, NULL);
+	assert_int_equal(backend_login(wrong, rig.user, rig.pass, &err), -1);
+	assert_int_equal(err.status, BACKEND_PERM);
+	assert_non_null(strstr(err.text, "hostname mismatch"));
+	backend_free(wrong);
+
+	imap_transport_ctx_free(set.tls_ctx);
+	set.tls_ctx = NULL;
+	if (backend_snapshot(be, &snap, &err) < 0)
+		fail_msg("snapshot failed: %d %s", err.status, err.text);
+	assert_non_null(find(&snap, rig.uids[0]));
+	mail_snapshot_clear(&snap);
+	backend_free(be);
+}
+
+static void test_shared_ctx_default_store_rejects_self_signed(void **state)
+{
+	struct transport_error te = { 0 };
+	struct backend_error err = { 0 };
+	struct upstream_settings set;
+	struct backend *be;
+
+	(void)state;
+	set = plain_settings();
+	set.tls = UPSTREAM_TLS_IMPLICIT;
+	set.port = rig.tls_port;
+	set.tls_ctx = imap_transport_ctx_new(NULL, true, &te);
+	if (set.tls_ctx == NULL)
+		fail_msg("context: %s", te.text);
+	be = imap_backend_new(&set, NULL);
+	assert_int_equal(backend_login(be, rig.user, rig.pass, &err), -1);
+	assert_int_equal(err.status, BACKEND_PERM);
+	assert_non_null(strstr(err.text, "self-signed certificate"));
+	backend_free(be);
+	imap_transport_ctx_free(set.tls_ctx);
+}
+
+static void test_ctx_bad_ca_file(void **state)
+{
+	struct transport_error te = { 0 };
+	const char *dir = getenv("TMPDIR");
+	char path[600];
+	int fd;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/popgate-ca-XXXXXX",
+		 dir != NULL ? dir : ".");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "not a certificate\n", 18), 18);
+	close(fd);
+	assert_null(imap_transport_ctx_new(path, true, &te));
+	unlink(path);
+	assert_int_equal(te.kind, TRANSPORT_ERR_TLS);
+	assert_non_null(strstr(te.text, path));
+}
+
 int main(void)
 {
 	/* The TLS tests come last so that a plain-only run can stop early. */
@@ -548,6 +629,9 @@ int main(void)
 		cmocka_unit_test(test_implicit_tls_wrong_name_fails),
 		cmocka_unit_test(test_implicit_tls_verify_off),
 		cmocka_unit_test(test_implicit_tls_with_ca_and_high_fd),
+		cmocka_unit_test(test_shared_ctx_verifies_each_connection),
+		cmocka_unit_test(test_shared_ctx_default_store_rejects_self_signed),
+		cmocka_unit_test(test_ctx_bad_ca_file),
 	};
 	const size_t n_plain = 10, n_all = sizeof(tests) / sizeof(tests[0]);
 
