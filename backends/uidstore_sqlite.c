@@ -467,6 +467,27 @@ static int create_schema(struct uidstore_sqlite *s, const char **error_r)
 	return 0;
 }
 
+/*
+ * Switching a new file to WAL takes an exclusive lock that SQLite does not
+ * wait for (it skips the busy handler there, to avoid deadlocks), so two
+ * first logins opening a new store at once can get SQLITE_BUSY: retry,
+ * within the same bound as every other wait for the store.  On a file
+ * already in WAL mode this only reads the mode.
+ */
+static int enter_wal_mode(struct uidstore_sqlite *s)
+{
+	const int pause_ms = 10;
+	int r;
+
+	for (int waited = 0;; waited += pause_ms) {
+		r = sqlite3_exec(s->db, "PRAGMA journal_mode = WAL", NULL, NULL,
+				 NULL);
+		if (r != SQLITE_BUSY || waited >= UIDSTORE_SQLITE_BUSY_MS)
+			return r;
+		sqlite3_sleep(pause_ms);
+	}
+}
+
 /* Every open of an existing store only reads: a login without news must
  * not write, not even here. */
 static int setup(struct uidstore_sqlite *s, const char **error_r)
@@ -474,8 +495,7 @@ static int setup(struct uidstore_sqlite *s, const char **error_r)
 	int version;
 
 	if (sqlite3_busy_timeout(s->db, UIDSTORE_SQLITE_BUSY_MS) != SQLITE_OK ||
-	    sqlite3_exec(s->db, "PRAGMA journal_mode = WAL", NULL, NULL,
-			 NULL) != SQLITE_OK ||
+	    enter_wal_mode(s) != SQLITE_OK ||
 	    sqlite3_exec(s->db, "PRAGMA synchronous = FULL", NULL, NULL,
 			 NULL) != SQLITE_OK)
 		return fail(s, "setup", error_r);
