@@ -1,0 +1,748 @@
+/*
+ * imap_listing.c - the snapshot: SELECT pipelined with the UID and size
+ * listing, read by popgate's own parser for that one response, libetpan's
+ * SELECT and FETCH for folder names only its encoder can send, and the
+ * unique-id store's mapping when one is configured.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imap_internal.h"
+#include "imap_uidmap.h"
+#include "log.h"
+
+struct snapshot_ctx {
+	struct mail_entry *msgs;
+	size_t count, alloc;
+	bool oom;
+};
+
+static void snapshot_add(struct snapshot_ctx *sc, uint32_t uid,
+			 uint32_t size);
+
+/* Called per FETCH response so 100,000 messages never form one big list. */
+static void snapshot_att(struct mailimap_msg_att *att, void *context)
+{
+	struct snapshot_ctx *sc = context;
+	bool have_uid = false, have_size = false;
+	uint32_t uid = 0, size = 0;
+
+	for (clistiter *it = clist_begin(att->att_list); it != NULL;
+	     it = clist_next(it)) {
+		struct mailimap_msg_att_item *item = clist_content(it);
+
+		if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC)
+			continue;
+		if (item->att_data.att_static->att_type == MAILIMAP_MSG_ATT_UID) {
+			uid = item->att_data.att_static->att_data.att_uid;
+			have_uid = true;
+		} else if (item->att_data.att_static->att_type ==
+			   MAILIMAP_MSG_ATT_RFC822_SIZE) {
+			size = item->att_data.att_static->att_data.att_rfc822_size;
+			have_size = true;
+		}
+	}
+	/* Unsolicited FETCH (flag changes) carry no size: not ours. */
+	if (have_uid && have_size)
+		snapshot_add(sc, uid, size);
+}
+
+static void snapshot_add(struct snapshot_ctx *sc, uint32_t uid, uint32_t size)
+{
+	if (sc->oom)
+		return;
+	if (sc->count == sc->alloc) {
+		size_t alloc = sc->alloc ? sc->alloc * 2 : 256;
+		struct mail_entry *msgs = reallocarray(sc->msgs, alloc,
+						       sizeof(*msgs));
+		if (msgs == NULL) {
+			sc->oom = true;
+			return;
+		}
+		sc->msgs = msgs;
+		sc->alloc = alloc;
+	}
+	sc->msgs[sc->count++] = (struct mail_entry) {
+		.uid = uid, .imap_uid = uid, .size = size,
+	};
+}
+
+static int cmp_entry_uid(const void *a, const void *b)
+{
+	const struct mail_entry *x = a, *y = b;
+
+	return x->imap_uid < y->imap_uid ? -1 : x->imap_uid > y->imap_uid;
+}
+
+static bool entries_sorted(const struct mail_entry *msgs, size_t n)
+{
+	for (size_t i = 1; i < n; i++) {
+		if (msgs[i - 1].imap_uid > msgs[i].imap_uid)
+			return false;
+	}
+	return true;
+}
+
+static int fetch_sizes(struct imap_backend *ib, struct snapshot_ctx *sc)
+{
+	struct mailimap_fetch_type *ft;
+	struct mailimap_set *set;
+	clist *result = NULL;
+	int r;
+
+	ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	set = mailimap_set_new_interval(1, 0); /* 1:* */
+	if (ft == NULL || set == NULL ||
+	    mailimap_fetch_type_new_fetch_att_list_add(ft,
+			mailimap_fetch_att_new_uid()) != 0 ||
+	    mailimap_fetch_type_new_fetch_att_list_add(ft,
+			mailimap_fetch_att_new_rfc822_size()) != 0) {
+		if (ft != NULL)
+			mailimap_fetch_type_free(ft);
+		if (set != NULL)
+			mailimap_set_free(set);
+		return MAILIMAP_ERROR_MEMORY;
+	}
+	/* libetpan calls the handler only while a progress callback is set. */
+	mailimap_set_progress_callback(ib->imap, NULL, ignore_progress, NULL);
+	mailimap_set_msg_att_handler(ib->imap, snapshot_att, sc);
+	r = mailimap_uid_fetch(ib->imap, set, ft, &result);
+	if (ib->imap != NULL) {
+		mailimap_set_msg_att_handler(ib->imap, NULL, NULL);
+		mailimap_set_progress_callback(ib->imap, NULL, NULL, NULL);
+	}
+	/* After a tagged NO libetpan has freed the list it handed out. */
+	if (r == MAILIMAP_NO_ERROR && result != NULL)
+		mailimap_fetch_list_free(result);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	if (r == MAILIMAP_NO_ERROR && sc->oom)
+		return MAILIMAP_ERROR_MEMORY;
+	return r;
+}
+
+/*
+ * The login's SELECT and size listing, pipelined and parsed here.
+ *
+ * libetpan's generic parser tries every extension's grammar on every
+ * response; for the 10,000 FETCH lines of a big maildrop that was most of
+ * the login's time.  The listing's grammar is tiny, so these two commands
+ * go out in one write (one round trip instead of two) and their responses
+ * are read line by line straight from libetpan's stream buffer.  Anything
+ * this parser does not understand is a parse error that drops the
+ * session, as libetpan's would.
+ */
+
+#define LIST_TAG_SELECT "pgsel"
+#define LIST_TAG_FETCH "pglst"
+#define LIST_LINE_MAX (64 * 1024)
+#define LIST_BUFFER_SIZE (64 * 1024)
+
+struct listing {
+	struct snapshot_ctx *sc;
+	uint32_t uidvalidity, uidnext, exists;
+	int select_state;   /* MAILIMAP_RESP_COND_STATE_*, -1 while pending */
+	int fetch_state;
+	char text[256];     /* the first failed command's response text */
+	char *buf;          /* LIST_BUFFER_SIZE octets read from the stream */
+	size_t start, end;  /* the part of buf not parsed yet */
+	char *line;         /* a line with literals, rebuilt; else NULL */
+	size_t line_len, line_cap;
+};
+
+static bool eat_word(const char **p, const char *end, const char *word)
+{
+	size_t n = strlen(word);
+
+	if ((size_t)(end - *p) < n || strncasecmp(*p, word, n) != 0)
+		return false;
+	*p += n;
+	return true;
+}
+
+static bool eat_number(const char **p, const char *end, uint32_t *value)
+{
+	const char *start = *p;
+	uint64_t n = 0;
+
+	while (*p < end && **p >= '0' && **p <= '9') {
+		n = n * 10 + (uint64_t)(**p - '0');
+		if (n > UINT32_MAX)
+			return false;
+		(*p)++;
+	}
+	*value = (uint32_t)n;
+	return *p > start;
+}
+
+/* Skip one value: atom, number, NIL, quoted string or parenthesised list. */
+static bool skip_value(const char **p, const char *end)
+{
+	int depth = 0;
+
+	do {
+		if (*p >= end)
+			return false;
+		if (**p == '"') {
+			for ((*p)++; *p < end && **p != '"'; (*p)++) {
+				if (**p == '\\' && ++(*p) >= end)
+					return false;
+			}
+			if (*p >= end)
+				return false;
+			(*p)++;
+		} else if (**p == '(') {
+			depth++;
+			(*p)++;
+		} else if (**p == ')') {
+			if (depth == 0)
+				return false;
+			depth--;
+			(*p)++;
+		} else if (**p == ' ') {
+			if (depth == 0)
+				return false;
+			(*p)++;
+		} else {
+			while (*p < end && **p != ' ' && **p != '(' &&
+			       **p != ')' && **p != '"')
+				(*p)++;
+		}
+	} while (depth > 0);
+	return true;
+}
+
+/* "(UID 7 RFC822.SIZE 1234 FLAGS (\Seen))": add the entry if both are
+ * there; other items (unsolicited FLAGS) are skipped. */
+static int listing_fetch(struct listing *ls, const char *p, const char *end)
+{
+	uint32_t uid = 0, size = 0;
+	bool have_uid = false, have_size = false;
+
+	if (p >= end || *p++ != '(')
+		return MAILIMAP_ERROR_PARSE;
+	while (p < end && *p != ')') {
+		const char *name = p;
+		size_t name_len;
+		int brackets = 0;
+
+		while (p < end && (brackets > 0 || (*p != ' ' && *p != ')'))) {
+			if (*p == '[')
+				brackets++;
+			else if (*p == ']' && brackets > 0)
+				brackets--;
+			p++;
+		}
+		name_len = (size_t)(p - name);
+		if (p >= end || *p++ != ' ')
+			return MAILIMAP_ERROR_PARSE;
+		if (name_len == 3 && strncasecmp(name, "UID", 3) == 0) {
+			if (!eat_number(&p, end, &uid))
+				return MAILIMAP_ERROR_PARSE;
+			have_uid = true;
+		} else if (name_len == 11 &&
+			   strncasecmp(name, "RFC822.SIZE", 11) == 0) {
+			if (!eat_number(&p, end, &size))
+				return MAILIMAP_ERROR_PARSE;
+			have_size = true;
+		} else if (!skip_value(&p, end)) {
+			return MAILIMAP_ERROR_PARSE;
+		}
+		if (p < end && *p == ' ')
+			p++;
+	}
+	if (p >= end)
+		return MAILIMAP_ERROR_PARSE;
+	if (have_uid && have_size &&
+	    ls->select_state == MAILIMAP_RESP_COND_STATE_OK)
+		snapshot_add(ls->sc, uid, size);
+	return MAILIMAP_NO_ERROR;
+}
+
+/* One untagged response ("* " already eaten). */
+static int listing_untagged(struct listing *ls, const char *p,
+			    const char *end)
+{
+	uint32_t n;
+
+	if (eat_word(&p, end, "OK [UIDVALIDITY ")) {
+		if (eat_number(&p, end, &n))
+			ls->uidvalidity = n;
+		return MAILIMAP_NO_ERROR;
+	}
+	if (eat_word(&p, end, "OK [UIDNEXT ")) {
+		if (eat_number(&p, end, &n))
+			ls->uidnext = n;
+		return MAILIMAP_NO_ERROR;
+	}
+	if (eat_word(&p, end, "BYE"))
+		return MAILIMAP_ERROR_FATAL;
+	if (!eat_number(&p, end, &n))
+		return MAILIMAP_NO_ERROR; /* FLAGS, OK [...], CAPABILITY ... */
+	if (eat_word(&p, end, " EXISTS")) {
+		if (ls->select_state < 0)
+			ls->exists = n;
+		return MAILIMAP_NO_ERROR;
+	}
+	if (eat_word(&p, end, " FETCH "))
+		return listing_fetch(ls, p, end);
+	return MAILIMAP_NO_ERROR; /* RECENT, EXPUNGE */
+}
+
+static void listing_remember_text(struct listing *ls, const char *p,
+				  const char *end)
+{
+	if (ls->text[0] == '\0')
+		snprintf(ls->text, sizeof(ls->text), "%.*s",
+			 (int)(end - p), p);
+}
+
+static int listing_tagged(struct listing *ls, int *state, const char *p,
+			  const char *end)
+{
+	if (eat_word(&p, end, "OK") && (p == end || *p == ' ')) {
+		*state = MAILIMAP_RESP_COND_STATE_OK;
+		return MAILIMAP_NO_ERROR;
+	}
+	if (eat_word(&p, end, "NO") && (p == end || *p == ' '))
+		*state = MAILIMAP_RESP_COND_STATE_NO;
+	else if (eat_word(&p, end, "BAD") && (p == end || *p == ' '))
+		*state = MAILIMAP_RESP_COND_STATE_BAD;
+	else
+		return MAILIMAP_ERROR_PARSE;
+	listing_remember_text(ls, p, end);
+	return MAILIMAP_NO_ERROR;
+}
+
+/* Append LEN octets to the rebuilt line; false past LIST_LINE_MAX. */
+static bool listing_line_append(struct listing *ls, const char *data,
+				size_t len)
+{
+	if (ls->line_len + len > LIST_LINE_MAX)
+		return false;
+	if (ls->line_len + len > ls->line_cap) {
+		char *p = realloc(ls->line, LIST_LINE_MAX);
+
+		if (p == NULL)
+			return false;
+		ls->line = p;
+		ls->line_cap = LIST_LINE_MAX;
+	}
+	memcpy(ls->line + ls->line_len, data, len);
+	ls->line_len += len;
+	return true;
+}
+
+/* Where a "{N}" or "{N+}" announcement ends LINE, or -1 without one. */
+static int64_t trailing_literal(const char *line, size_t len, size_t *at_r)
+{
+	size_t i, digits_end;
+	uint64_t n = 0;
+
+	if (len < 3 || line[len - 1] != '}')
+		return -1;
+	i = len - 1;
+	if (line[i - 1] == '+')
+		i--;
+	digits_end = i;
+	while (i > 0 && line[i - 1] >= '0' && line[i - 1] <= '9')
+		i--;
+	if (i == digits_end || i == 0 || line[i - 1] != '{' ||
+	    digits_end - i > 10)
+		return -1;
+	for (size_t k = i; k < digits_end; k++)
+		n = n * 10 + (uint64_t)(line[k] - '0');
+	*at_r = i - 1;
+	return (int64_t)n;
+}
+
+/*
+ * Make more octets available after ls->end.  libetpan's own line reader
+ * shifts its whole buffer down after every line it takes; this one moves
+ * the unparsed tail once per read.  Octets are taken from libetpan's buffer
+ * only, so anything left over can be given back (listing_give_back()).
+ */
+static int listing_fill(mailstream *stream, struct listing *ls)
+{
+	size_t space;
+	ssize_t n;
+
+	if (ls->start > 0) {
+		memmove(ls->buf, ls->buf + ls->start, ls->end - ls->start);
+		ls->end -= ls->start;
+		ls->start = 0;
+	}
+	space = LIST_BUFFER_SIZE - ls->end;
+	if (space == 0)
+		return MAILIMAP_ERROR_PARSE; /* a line longer than we accept */
+	if (stream->read_buffer_len == 0 &&
+	    mailstream_feed_read_buffer(stream) <= 0)
+		return MAILIMAP_ERROR_STREAM;
+	if (space > stream->read_buffer_len)
+		space = stream->read_buffer_len;
+	n = mailstream_read(stream, ls->buf + ls->end, space);
+	if (n <= 0)
+		return MAILIMAP_ERROR_STREAM;
+	ls->end += (size_t)n;
+	return MAILIMAP_NO_ERROR;
+}
+
+/* Put what was read past the last response back in front of libetpan's
+ * buffer, for the next command's parser. */
+static int listing_give_back(mailstream *stream, struct listing *ls)
+{
+	size_t left = ls->end - ls->start;
+
+	if (left == 0)
+		return MAILIMAP_NO_ERROR;
+	if (left + stream->read_buffer_len > stream->buffer_max_size)
+		return MAILIMAP_ERROR_PROTOCOL;
+	memmove(stream->read_buffer + left, stream->read_buffer,
+		stream->read_buffer_len);
+	memcpy(stream->read_buffer, ls->buf + ls->start, left);
+	stream->read_buffer_len += left;
+	ls->start = ls->end;
+	return MAILIMAP_NO_ERROR;
+}
+
+/* Skip LEN literal octets, from our buffer first. */
+static int listing_skip(mailstream *stream, struct listing *ls, uint64_t len)
+{
+	while (len > 0) {
+		size_t have = ls->end - ls->start;
+		int r;
+
+		if (have == 0) {
+			r = listing_fill(stream, ls);
+			if (r != MAILIMAP_NO_ERROR)
+				return r;
+			continue;
+		}
+		if (have > len)
+			have = (size_t)len;
+		ls->start += have;
+		len -= have;
+	}
+	return MAILIMAP_NO_ERROR;
+}
+
+/*
+ * Read one response line without its line ending.  A literal inside it is
+ * skipped and replaced by "" (none of what the listing needs comes as
+ * one).  The line stays valid until the next call.
+ */
+static int listing_read_line(struct imap_backend *ib, struct listing *ls,
+			     const char **line_r, size_t *len_r)
+{
+	mailstream *stream = ib->imap->imap_stream;
+	bool rebuilt = false;
+	size_t scanned = 0;
+
+	ls->line_len = 0;
+	for (;;) {
+		char *line = ls->buf + ls->start, *nl;
+		size_t len, at = 0;
+		int64_t literal;
+		int r;
+
+		nl = memchr(line + scanned, '\n', ls->end - ls->start - scanned);
+		if (nl == NULL) {
+			scanned = ls->end - ls->start;
+			r = listing_fill(stream, ls);
+			if (r != MAILIMAP_NO_ERROR)
+				return r;
+			continue;
+		}
+		scanned = 0;
+		len = (size_t)(nl - line);
+		ls->start += len + 1;
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		literal = trailing_literal(line, len, &at);
+		if (literal < 0 && !rebuilt) {
+			*line_r = line;
+			*len_r = len;
+			return MAILIMAP_NO_ERROR;
+		}
+		if (!listing_line_append(ls, line, literal < 0 ? len : at))
+			return MAILIMAP_ERROR_PARSE;
+		if (literal < 0) {
+			*line_r = ls->line;
+			*len_r = ls->line_len;
+			return MAILIMAP_NO_ERROR;
+		}
+		if (!listing_line_append(ls, "\"\"", 2))
+			return MAILIMAP_ERROR_PARSE;
+		rebuilt = true;
+		r = listing_skip(stream, ls, (uint64_t)literal);
+		if (r != MAILIMAP_NO_ERROR)
+			return r;
+	}
+}
+
+/*
+ * The folder as IMAP sends it: an atom when it is one (as libetpan does),
+ * else a quoted string.  False when it can be neither (8-bit, controls):
+ * then libetpan's encoder has to do it.
+ */
+static bool encode_folder(const char *folder, char *buf, size_t size)
+{
+	size_t len = strlen(folder), o = 0;
+	bool atom = len > 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)folder[i];
+
+		if (c < 0x20 || c > 0x7e)
+			return false;
+		if (strchr("(){ %*\"\\]", c) != NULL)
+			atom = false;
+	}
+	if (atom && len < size) {
+		memcpy(buf, folder, len + 1);
+		return true;
+	}
+	buf[o++] = '"';
+	for (size_t i = 0; i < len; i++) {
+		if (o + 4 > size)
+			return false;
+		if (folder[i] == '"' || folder[i] == '\\')
+			buf[o++] = '\\';
+		buf[o++] = folder[i];
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return true;
+}
+
+/*
+ * SELECT and UID FETCH 1:* (UID RFC822.SIZE) in one write, both responses
+ * read to their tagged end.  Returns a libetpan code for the stream
+ * (session errors) and leaves the commands' outcomes in LS; on success the
+ * libetpan session is in the selected state, as after mailimap_select().
+ */
+static int listing_run(struct imap_backend *ib, struct listing *ls,
+		       const char *encoded_folder)
+{
+	mailimap *imap = ib->imap;
+	struct mailimap_selection_info *sel;
+	char command[1200];
+	int len, r;
+
+	len = snprintf(command, sizeof(command),
+		       LIST_TAG_SELECT " SELECT %s\r\n"
+		       LIST_TAG_FETCH " UID FETCH 1:* (UID RFC822.SIZE)\r\n",
+		       encoded_folder);
+	if (len < 0 || (size_t)len >= sizeof(command))
+		return MAILIMAP_ERROR_MEMORY;
+	if (mailstream_write(imap->imap_stream, command, (size_t)len) < 0 ||
+	    mailstream_flush(imap->imap_stream) < 0)
+		return MAILIMAP_ERROR_STREAM;
+	/* SELECT closes any mailbox selected before, even when it fails. */
+	imap->imap_state = MAILIMAP_STATE_AUTHENTICATED;
+	while (ls->fetch_state < 0) {
+		const char *line, *p, *end;
+		size_t line_len;
+
+		r = listing_read_line(ib, ls, &line, &line_len);
+		if (r != MAILIMAP_NO_ERROR)
+			return r;
+		p = line;
+		end = line + line_len;
+		if (eat_word(&p, end, "* "))
+			r = listing_untagged(ls, p, end);
+		else if (ls->select_state < 0 &&
+			 eat_word(&p, end, LIST_TAG_SELECT " "))
+			r = listing_tagged(ls, &ls->select_state, p, end);
+		else if (ls->select_state >= 0 &&
+			 eat_word(&p, end, LIST_TAG_FETCH " "))
+			r = listing_tagged(ls, &ls->fetch_state, p, end);
+		else
+			r = MAILIMAP_ERROR_PROTOCOL;
+		if (r != MAILIMAP_NO_ERROR)
+			return r;
+	}
+	if (ls->select_state != MAILIMAP_RESP_COND_STATE_OK)
+		return MAILIMAP_NO_ERROR;
+	sel = mailimap_selection_info_new();
+	if (sel == NULL)
+		return MAILIMAP_ERROR_MEMORY;
+	sel->sel_uidvalidity = ls->uidvalidity;
+	sel->sel_uidnext = ls->uidnext;
+	sel->sel_exists = ls->exists;
+	sel->sel_has_exists = 1;
+	if (imap->imap_selection_info != NULL)
+		mailimap_selection_info_free(imap->imap_selection_info);
+	imap->imap_selection_info = sel;
+	imap->imap_state = MAILIMAP_STATE_SELECTED;
+	return MAILIMAP_NO_ERROR;
+}
+
+/*
+ * The fast path of imap_snapshot(): 0 with SC filled and *UIDVALIDITY_R
+ * set, 1 when the folder name needs libetpan's encoder (the caller takes
+ * the slow path), -1 with ERR set.
+ */
+static int select_and_list(struct imap_backend *ib, struct snapshot_ctx *sc,
+			   uint32_t *uidvalidity_r, struct backend_error *err)
+{
+	struct listing ls = { .sc = sc, .select_state = -1,
+			      .fetch_state = -1 };
+	char quoted[1024], hbuf[128], fbuf[128], sbuf[256];
+	int r;
+
+	if (!encode_folder(folder_name(ib), quoted, sizeof(quoted)))
+		return 1;
+	ls.buf = malloc(LIST_BUFFER_SIZE);
+	if (ls.buf == NULL)
+		return backend_fail(err, BACKEND_TEMP,
+				    "out of memory listing messages");
+	r = listing_run(ib, &ls, quoted);
+	if (r == MAILIMAP_NO_ERROR)
+		r = listing_give_back(ib->imap->imap_stream, &ls);
+	free(ls.buf);
+	free(ls.line);
+	if (r != MAILIMAP_NO_ERROR) {
+		if (r == MAILIMAP_ERROR_MEMORY)
+			return backend_fail(err, BACKEND_TEMP,
+					    "out of memory listing messages");
+		return session_failed(ib, ls.select_state < 0 ? "SELECT" :
+				      "UID FETCH", r, BACKEND_TEMP, err);
+	}
+	if (ls.select_state != MAILIMAP_RESP_COND_STATE_OK) {
+		log_warn("event=upstream_error host=%s op=SELECT folder=%s "
+			 "response=%s",
+			 log_value(hbuf, sizeof(hbuf), ib->set->host),
+			 log_value(fbuf, sizeof(fbuf), folder_name(ib)),
+			 log_value(sbuf, sizeof(sbuf), ls.text));
+		return backend_fail(err, BACKEND_PERM,
+				    "upstream folder %s cannot be opened",
+				    folder_name(ib));
+	}
+	if (sc->oom)
+		return backend_fail(err, BACKEND_TEMP,
+				    "out of memory listing messages");
+	/* Some servers refuse "1:*" in an empty folder: nothing to list. */
+	if (ls.fetch_state != MAILIMAP_RESP_COND_STATE_OK && ls.exists > 0) {
+		log_upstream_error(ib, "UID FETCH", ls.text);
+		return backend_fail(err, BACKEND_TEMP,
+				    "upstream refused to list messages");
+	}
+	*uidvalidity_r = ls.uidvalidity;
+	return 0;
+}
+
+/* Durable unique-ids instead of bare UIDs; without them, no snapshot: an
+ * invented id could make a client delete or skip the wrong message. */
+static int map_unique_ids(struct imap_backend *ib, struct mail_entry *msgs,
+			  size_t n, uint32_t uidvalidity,
+			  struct backend_error *err)
+{
+	struct uidstore_key key = { NULL, ib->user, folder_name(ib) };
+	const char *error = NULL;
+	size_t len = strlen(ib->set->host) + sizeof(":4294967295");
+	char *upstream = malloc(len);
+	int imap_error, r;
+
+	/* Allocated like the user: a truncated key would share a mapping. */
+	if (upstream == NULL)
+		return backend_fail(err, BACKEND_TEMP, "out of memory");
+	snprintf(upstream, len, "%s:%u", ib->set->host, ib->set->port);
+	key.upstream = upstream;
+	r = imap_uidmap_snapshot(ib->imap, ib->set->uid_store, &key,
+				 uidvalidity, msgs, n, ib->set->size_mode,
+				 ib->set->exact_budget_ms, &imap_error, &error);
+	free(upstream);
+	if (r == 0)
+		return 0;
+	if (imap_error != MAILIMAP_NO_ERROR && is_session_error(imap_error))
+		return session_failed(ib, "UID FETCH", imap_error,
+				      BACKEND_TEMP, err);
+	log_upstream_error(ib, "unique-id store", error);
+	return backend_fail(err, BACKEND_TEMP, "unique-id store unavailable");
+}
+
+/* SELECT and the listing through libetpan, for folder names that need
+ * its encoder.  0, or -1 with ERR set and SC's entries freed. */
+static int select_and_list_slowly(struct imap_backend *ib,
+				  struct snapshot_ctx *sc,
+				  uint32_t *uidvalidity_r,
+				  struct backend_error *err)
+{
+	char hbuf[128], fbuf[128], sbuf[256];
+	int r;
+
+	r = mailimap_select(ib->imap, folder_name(ib));
+	if (r != MAILIMAP_NO_ERROR) {
+		if (is_session_error(r))
+			return session_failed(ib, "SELECT", r, BACKEND_TEMP, err);
+		log_warn("event=upstream_error host=%s op=SELECT folder=%s "
+			 "response=%s",
+			 log_value(hbuf, sizeof(hbuf), ib->set->host),
+			 log_value(fbuf, sizeof(fbuf), folder_name(ib)),
+			 log_value(sbuf, sizeof(sbuf), server_text(ib)));
+		return backend_fail(err, BACKEND_PERM,
+				    "upstream folder %s cannot be opened",
+				    folder_name(ib));
+	}
+	*uidvalidity_r = ib->imap->imap_selection_info->sel_uidvalidity;
+	if (ib->imap->imap_selection_info->sel_exists > 0) {
+		r = fetch_sizes(ib, sc);
+		if (r != MAILIMAP_NO_ERROR) {
+			free(sc->msgs);
+			sc->msgs = NULL;
+			if (r == MAILIMAP_ERROR_MEMORY)
+				return backend_fail(err, BACKEND_TEMP,
+						    "out of memory listing messages");
+			if (is_session_error(r))
+				return session_failed(ib, "UID FETCH", r,
+						      BACKEND_TEMP, err);
+			log_upstream_error(ib, "UID FETCH", server_text(ib));
+			return backend_fail(err, BACKEND_TEMP,
+					    "upstream refused to list messages");
+		}
+	}
+	return 0;
+}
+
+int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
+		  struct backend_error *err)
+{
+	struct imap_backend *ib = (struct imap_backend *)be;
+	struct snapshot_ctx sc = { 0 };
+	size_t out = 0;
+	int r;
+
+	if (ib->imap == NULL || !ib->authenticated)
+		return backend_fail(err, BACKEND_TEMP,
+				    "upstream session is not logged in");
+	r = select_and_list(ib, &sc, &snap->uidvalidity, err);
+	if (r < 0) {
+		free(sc.msgs);
+		return -1;
+	}
+	if (r > 0 && select_and_list_slowly(ib, &sc, &snap->uidvalidity,
+					    err) < 0)
+		return -1;
+	/* Servers answer 1:* in UID order: sort only when one did not.
+	 * (qsort(NULL, 0, ...) is undefined, hence count > 1.) */
+	if (sc.count > 1 && !entries_sorted(sc.msgs, sc.count))
+		qsort(sc.msgs, sc.count, sizeof(*sc.msgs), cmp_entry_uid);
+	/* A server may repeat a message in one response: keep it once. */
+	for (size_t i = 0; i < sc.count; i++) {
+		if (out > 0 && sc.msgs[out - 1].imap_uid == sc.msgs[i].imap_uid)
+			continue;
+		sc.msgs[out++] = sc.msgs[i];
+	}
+	if (ib->set->uid_store != NULL &&
+	    map_unique_ids(ib, sc.msgs, out, snap->uidvalidity, err) < 0) {
+		free(sc.msgs);
+		return -1;
+	}
+	snap->count = out;
+	snap->msgs = sc.msgs;
+	ib->snap_msgs = sc.msgs;
+	ib->snap_count = out;
+	return 0;
+}
