@@ -247,13 +247,24 @@ def rebuild_reversed(dc, user):
     a new UIDVALIDITY (maybe lower) and every UID different."""
     dc.stop()
     md = os.path.join(dc.dir, "mail", user)
+    # The current UID of each file, from Dovecot's UID list ("UID [ext]
+    # :BASENAME" after a header line): file names do not sort in UID order
+    # (their microsecond parts are not zero-padded).
+    uid_of = {}
+    with open(os.path.join(md, "dovecot-uidlist")) as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            uid_of[parts[-1].lstrip(":")] = int(parts[0])
     for f in os.listdir(md):
         if f.startswith("dovecot.index") or f == "dovecot-uidlist":
             os.unlink(os.path.join(md, f))
-    # All into cur/ (a message in new/ gets the empty info ":2,"), so that
-    # one name order decides the new UIDs.
-    files = sorted((f, sub) for sub in ("cur", "new")
-                   for f in os.listdir(os.path.join(md, sub)))
+    # All into cur/ (a message in new/ gets the empty info ":2,"), named so
+    # that the rebuild, which numbers new files in the order of the time
+    # stamp that begins their names, numbers them in reverse UID order.
+    files = sorted(((f, sub) for sub in ("cur", "new")
+                    for f in os.listdir(os.path.join(md, sub))),
+                   key=lambda fs: uid_of[fs[0].split(":")[0]])
     for i, (f, sub) in enumerate(files):
         rest = f.split(".", 1)[1]
         if ":" not in rest:
