@@ -125,20 +125,6 @@ static int fetch_range(struct imap_backend *ib, uint32_t uid, uint32_t offset,
 	return r;
 }
 
-/* Some servers estimate RFC822.SIZE; LIST then advertised a wrong size. */
-static void log_size_mismatch(const struct imap_backend *ib,
-			      const struct mail_entry *entry, uint64_t actual)
-{
-	char ubuf[128], fbuf[128];
-
-	log_warn("event=size_mismatch user=%s folder=%s uid=%u "
-		 "advertised=%llu delivered=%llu",
-		 log_value(ubuf, sizeof(ubuf), ib->user),
-		 log_value(fbuf, sizeof(fbuf), folder_name(ib)),
-		 entry->imap_uid, (unsigned long long)entry->size,
-		 (unsigned long long)actual);
-}
-
 /*
  * Small messages read ahead.
  *
@@ -390,16 +376,13 @@ static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
 	return r;
 }
 
-/* Serve ENTRY from the cache entry B, which is then dropped. */
+/* Serve a message from the cache entry B, which is then dropped. */
 static int send_prefetched(struct imap_backend *ib,
-			   const struct mail_entry *entry,
 			   struct prefetch_body *b, backend_sink_fn *sink,
 			   void *ctx, struct backend_error *err)
 {
 	int r = sink(ctx, b->data, b->len);
 
-	if (r == 0 && b->len != entry->size)
-		log_size_mismatch(ib, entry, b->len);
 	prefetch_forget(ib->cache, b);
 	if (r < 0)
 		return backend_fail(err, BACKEND_SINK, "client write failed");
@@ -431,7 +414,7 @@ int imap_fetch(struct backend *be, const struct mail_entry *entry,
 		b = prefetch_find(ib->cache, entry->imap_uid);
 	}
 	if (b != NULL)
-		return send_prefetched(ib, entry, b, sink, ctx, err);
+		return send_prefetched(ib, b, sink, ctx, err);
 	len = first_chunk < FETCH_FIRST_MIN ? FETCH_FIRST_MIN : first_chunk;
 	for (;;) {
 		if (len > FETCH_CHUNK_MAX)
@@ -487,11 +470,8 @@ int imap_fetch(struct backend *be, const struct mail_entry *entry,
 		}
 		delivered += fc.chunk_octets;
 		/* A short range is the end; NIL or "" past the end too. */
-		if (fc.chunk_octets < len) {
-			if (delivered != entry->size)
-				log_size_mismatch(ib, entry, delivered);
+		if (fc.chunk_octets < len)
 			return 0;
-		}
 		/*
 		 * Ask for one octet more than the advertised rest so that a
 		 * correct RFC822.SIZE ends without an extra empty round trip.

@@ -69,3 +69,27 @@ def test_fault_mid_message_no_false_terminator(fault, make_popgate):
             c.ok("QUIT")
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize("error", [-300, 300])
+def test_wrong_upstream_size_is_logged_and_message_whole(error, make_popgate):
+    """An upstream RFC822.SIZE that is wrong (estimated, as Exchange does by
+    default) does not cut or pad the message: RETR delivers every octet,
+    then the terminator, and the mismatch is logged with user and UID."""
+    msg = (b"From: size@example.org\r\nSubject: estimate\r\n\r\n" +
+           b"a body line of some length\r\n" * 200)
+    fake = FakeIMAP([msg], size_error=error).start()
+    try:
+        pg = make_popgate(upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            assert c.ok("LIST 1") == b"+OK 1 %d\r\n" % (len(msg) + error)
+            _, body = c.multi("RETR 1")
+            assert body == pop3_message(msg)
+            c.ok("QUIT")
+        pg.stop()
+        log = open(pg.log_path, encoding="utf-8", errors="replace").read()
+        assert ("event=size_mismatch user=fake uid=1 listed=%d sent=%d"
+                % (len(msg) + error, len(msg))) in log, log[-2000:]
+    finally:
+        fake.stop()

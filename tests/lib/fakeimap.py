@@ -32,8 +32,12 @@ STALL_SECONDS = 30
 
 class FakeIMAP:
     def __init__(self, messages, user="fake", password="fakepw", fault=None,
-                 capabilities=b"IMAP4rev1 UIDPLUS ID", deleted=()):
+                 capabilities=b"IMAP4rev1 UIDPLUS ID", deleted=(),
+                 size_error=0):
         self.messages = list(messages)  # message i has UID i + 1
+        # Added to every RFC822.SIZE, as a server that estimates sizes
+        # (Exchange by default) would.
+        self.size_error = size_error
         # Mailbox state shared by all connections: the UIDs not expunged
         # yet and their flags; DELETED lists UIDs another client flagged.
         self.live = list(range(1, len(self.messages) + 1))
@@ -240,7 +244,8 @@ class Session:
             want_flags = b"FLAGS" in line.upper()
             for u in uids:
                 self.send(b"* %d FETCH (UID %d RFC822.SIZE %d%s)\r\n"
-                          % (self.seq(u), u, len(self.fake.messages[u - 1]),
+                          % (self.seq(u), u,
+                             len(self.fake.messages[u - 1]) + self.fake.size_error,
                              b" FLAGS " + self.flag_list(u) if want_flags else b""))
             self.send(b"%s OK done\r\n" % tag)
             return True
