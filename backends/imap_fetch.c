@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "imap_internal.h"
+#include "imap_uid_fetch.h"
 #include "log.h"
 
 #define FETCH_FIRST_MIN (4 * 1024)
@@ -86,39 +87,22 @@ static int fetch_range(struct imap_backend *ib, uint32_t uid, uint32_t offset,
 		       uint32_t len, enum body_presence *body_r)
 {
 	struct mailimap_fetch_type *ft;
-	struct mailimap_fetch_att *fa;
-	struct mailimap_section *section;
 	struct mailimap_set *set;
-	clist *result = NULL;
+	clist *result;
 	int r;
 
-	ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	ft = imap_fetch_type_body_partial(offset, len);
 	set = mailimap_set_new_single(uid);
-	section = mailimap_section_new(NULL);
-	fa = section != NULL ?
-		mailimap_fetch_att_new_body_peek_section_partial(section,
-								 offset, len) :
-		NULL;
-	if (fa == NULL && section != NULL)
-		mailimap_section_free(section);
-	if (ft == NULL || set == NULL || fa == NULL ||
-	    mailimap_fetch_type_new_fetch_att_list_add(ft, fa) != 0) {
-		if (fa != NULL)
-			mailimap_fetch_att_free(fa);
+	if (ft == NULL || set == NULL) {
 		if (ft != NULL)
 			mailimap_fetch_type_free(ft);
 		if (set != NULL)
 			mailimap_set_free(set);
 		return MAILIMAP_ERROR_MEMORY;
 	}
-	r = mailimap_uid_fetch(ib->imap, set, ft, &result);
+	r = imap_uid_fetch(ib->imap, set, ft, &result);
 	*body_r = r == MAILIMAP_NO_ERROR ? body_for(result, uid) : BODY_ABSENT;
-	/*
-	 * libetpan 1.9 frees the list itself when the FETCH ends in a tagged
-	 * NO but leaves *result pointing at it: freeing it again here crashed
-	 * the session.
-	 */
-	if (r == MAILIMAP_NO_ERROR && result != NULL)
+	if (result != NULL)
 		mailimap_fetch_list_free(result);
 	mailimap_fetch_type_free(ft);
 	mailimap_set_free(set);
@@ -318,11 +302,9 @@ static struct mailimap_set *prefetch_set_new(const struct imap_backend *ib,
  */
 static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
 {
-	struct mailimap_fetch_type *ft = NULL;
-	struct mailimap_fetch_att *fa = NULL;
-	struct mailimap_section *section;
+	struct mailimap_fetch_type *ft;
 	struct mailimap_set *set;
-	clist *result = NULL;
+	clist *result;
 	uint32_t last_uid = entry->imap_uid;
 	int r;
 
@@ -331,19 +313,9 @@ static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
 		return MAILIMAP_NO_ERROR;
 	if (ib->cache == NULL)
 		ib->cache = calloc(1, sizeof(*ib->cache));
-	ft = mailimap_fetch_type_new_fetch_att_list_empty();
-	section = mailimap_section_new(NULL);
-	if (section != NULL) {
-		/* Bounded by the request, whatever RFC822.SIZE said. */
-		fa = mailimap_fetch_att_new_body_peek_section_partial(section,
-				0, PREFETCH_BODY_MAX);
-		if (fa == NULL)
-			mailimap_section_free(section);
-	}
-	if (ib->cache == NULL || ft == NULL || fa == NULL ||
-	    mailimap_fetch_type_new_fetch_att_list_add(ft, fa) != 0) {
-		if (fa != NULL)
-			mailimap_fetch_att_free(fa);
+	/* Bounded by the request, whatever RFC822.SIZE said. */
+	ft = imap_fetch_type_body_partial(0, PREFETCH_BODY_MAX);
+	if (ib->cache == NULL || ft == NULL) {
 		if (ft != NULL)
 			mailimap_fetch_type_free(ft);
 		mailimap_set_free(set);
@@ -357,13 +329,13 @@ static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
 	mailimap_set_progress_callback(ib->imap, NULL, ignore_progress, NULL);
 	mailimap_set_msg_att_handler(ib->imap, prefetch_att, ib->cache);
 	mailimap_set_msg_body_handler(ib->imap, prefetch_body_chunk, ib->cache);
-	r = mailimap_uid_fetch(ib->imap, set, ft, &result);
+	r = imap_uid_fetch(ib->imap, set, ft, &result);
 	if (ib->imap != NULL) {
 		mailimap_set_msg_body_handler(ib->imap, NULL, NULL);
 		mailimap_set_msg_att_handler(ib->imap, NULL, NULL);
 		mailimap_set_progress_callback(ib->imap, NULL, NULL, NULL);
 	}
-	if (r == MAILIMAP_NO_ERROR && result != NULL)
+	if (result != NULL)
 		mailimap_fetch_list_free(result);
 	mailimap_fetch_type_free(ft);
 	mailimap_set_free(set);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "imap_internal.h"
+#include "imap_uid_fetch.h"
 #include "imap_uidmap.h"
 #include "log.h"
 
@@ -107,13 +108,12 @@ static int fetch_sizes(struct imap_backend *ib, struct snapshot_ctx *sc)
 	/* libetpan calls the handler only while a progress callback is set. */
 	mailimap_set_progress_callback(ib->imap, NULL, ignore_progress, NULL);
 	mailimap_set_msg_att_handler(ib->imap, snapshot_att, sc);
-	r = mailimap_uid_fetch(ib->imap, set, ft, &result);
+	r = imap_uid_fetch(ib->imap, set, ft, &result);
 	if (ib->imap != NULL) {
 		mailimap_set_msg_att_handler(ib->imap, NULL, NULL);
 		mailimap_set_progress_callback(ib->imap, NULL, NULL, NULL);
 	}
-	/* After a tagged NO libetpan has freed the list it handed out. */
-	if (r == MAILIMAP_NO_ERROR && result != NULL)
+	if (result != NULL)
 		mailimap_fetch_list_free(result);
 	mailimap_fetch_type_free(ft);
 	mailimap_set_free(set);

@@ -10,6 +10,7 @@
 
 #include <openssl/rand.h>
 
+#include "imap_uid_fetch.h"
 #include "imap_uidmap.h"
 #include "uidstore_sqlite.h"
 
@@ -109,16 +110,13 @@ static int run_fetch(struct imap_uidmap_ctx *c, struct mailimap_set *set,
 		r = mailimap_fetch_type_new_fetch_att_list_add(ft,
 				mailimap_fetch_att_new_uid()) != 0 ?
 		    MAILIMAP_ERROR_MEMORY :
-		    mailimap_uid_fetch(c->imap, set, ft, result_r);
+		    imap_uid_fetch(c->imap, set, ft, result_r);
 	}
 	if (set != NULL)
 		mailimap_set_free(set);
 	if (ft != NULL)
 		mailimap_fetch_type_free(ft);
 	if (r != MAILIMAP_NO_ERROR) {
-		if (*result_r != NULL)
-			mailimap_fetch_list_free(*result_r);
-		*result_r = NULL;
 		c->imap_error = r;
 		*error_r = r == MAILIMAP_ERROR_MEMORY ? "out of memory" :
 			   "upstream UID FETCH for the unique-id store failed";
@@ -306,10 +304,6 @@ static int fetch_tails(struct imap_uidmap_ctx *c, struct uidmap_need *items,
 {
 	uint64_t size = items[idx[0]].upstream_size;
 	uint32_t len = size >= 2 ? 2 : (uint32_t)size;
-	struct mailimap_fetch_type *ft =
-		mailimap_fetch_type_new_fetch_att_list_empty();
-	struct mailimap_section *sec = mailimap_section_new(NULL);
-	struct mailimap_fetch_att *att = NULL;
 	clist *result = NULL;
 
 	for (size_t k = 0; k < count; k++) {
@@ -319,26 +313,11 @@ static int fetch_tails(struct imap_uidmap_ctx *c, struct uidmap_need *items,
 	}
 	if (size == 0 || size > UINT32_MAX) {
 		/* No tail to read, or out of IMAP's partial range: keep it. */
-		if (sec != NULL)
-			mailimap_section_free(sec);
-		if (ft != NULL)
-			mailimap_fetch_type_free(ft);
 		return 0;
 	}
-	if (sec != NULL &&
-	    (att = mailimap_fetch_att_new_body_peek_section_partial(sec,
-				(uint32_t)(size - len), len)) == NULL)
-		mailimap_section_free(sec);
-	if (ft != NULL && att != NULL &&
-	    mailimap_fetch_type_new_fetch_att_list_add(ft, att) != 0) {
-		mailimap_fetch_att_free(att);
-		att = NULL;
-	}
-	if (att == NULL && ft != NULL) {
-		mailimap_fetch_type_free(ft);
-		ft = NULL;
-	}
-	if (run_fetch(c, uid_set(items, idx, count), ft, &result, error_r) < 0)
+	if (run_fetch(c, uid_set(items, idx, count),
+		      imap_fetch_type_body_partial((uint32_t)(size - len), len),
+		      &result, error_r) < 0)
 		return -1;
 	for (clistiter *it = clist_begin(result); it != NULL;
 	     it = clist_next(it)) {
@@ -446,27 +425,12 @@ static int measure_one(struct imap_uidmap_ctx *c, uint32_t uid,
 
 	*found_r = false;
 	for (uint32_t range = 0; range < EXACT_MAX_RANGES; range++) {
-		struct mailimap_fetch_type *ft =
-			mailimap_fetch_type_new_fetch_att_list_empty();
-		struct mailimap_section *sec = mailimap_section_new(NULL);
-		struct mailimap_fetch_att *att = NULL;
+		struct mailimap_fetch_type *ft = imap_fetch_type_body_partial(
+			range * EXACT_RANGE, EXACT_RANGE);
 		uint64_t before = k.received;
 		clist *result = NULL;
 		int r;
 
-		if (sec != NULL &&
-		    (att = mailimap_fetch_att_new_body_peek_section_partial(sec,
-				range * EXACT_RANGE, EXACT_RANGE)) == NULL)
-			mailimap_section_free(sec);
-		if (ft != NULL && att != NULL &&
-		    mailimap_fetch_type_new_fetch_att_list_add(ft, att) != 0) {
-			mailimap_fetch_att_free(att);
-			att = NULL;
-		}
-		if (att == NULL && ft != NULL) {
-			mailimap_fetch_type_free(ft);
-			ft = NULL;
-		}
 		/* libetpan calls the handler only with a progress callback. */
 		mailimap_set_progress_callback(c->imap, NULL, ignore_progress,
 					       NULL);

@@ -242,6 +242,30 @@ static void sc_auth_refused_then_ok(void)
 	say("* BYE bye\r\n%s OK done\r\n", tag);
 }
 
+/*
+ * The unique-id store asks the upstream about new messages; this upstream
+ * answers that UID FETCH with a bare tagged NO.  libetpan has freed its
+ * (empty) result list by then: touching it again crashed the session.
+ */
+static void sc_store_fetch_refused(void)
+{
+	const char *line;
+
+	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
+	serve_plain_auth("UIDPLUS");
+	serve_select();
+	expect("UID FETCH");
+	say("%s NO [SERVERBUG] not now\r\n", tag);
+	for (;;) {
+		line = next_line();
+		if (strncmp(line, "LOGOUT", 6) == 0) {
+			say("* BYE bye\r\n%s OK done\r\n", tag);
+			_exit(0);
+		}
+		say("%s NO still not\r\n", tag);
+	}
+}
+
 #define MANY 100000
 
 static void sc_many_messages(void)
@@ -832,6 +856,37 @@ static void test_auth_refused_then_retry(void **state)
 	assert_int_equal(finish_server(srv), 0);
 }
 
+static void test_store_question_refused_is_temp(void **state)
+{
+	struct server srv = start_server(sc_store_fetch_refused);
+	struct upstream_settings set = settings_for(&srv);
+	struct mail_snapshot snap = { 0 };
+	struct backend_error err;
+	struct backend *be;
+	char dir[] = P_tmpdir "/popgate-faults-XXXXXX", path[64];
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/uids.db", dir);
+	set.uid_store = path;
+	be = imap_backend_new(&set, NULL);
+	assert_int_equal(backend_login(be, "alice", "secret", &err), 0);
+	assert_int_equal(backend_snapshot(be, &snap, &err), -1);
+	assert_int_equal(err.status, BACKEND_TEMP);
+	mail_snapshot_clear(&snap);
+	backend_free(be);
+	finish_server(srv); /* LOGOUT or EOF, whichever the backend chose */
+	for (const char *const *sfx = (const char *const[]){ "", "-wal",
+							      "-shm", NULL };
+	     *sfx != NULL; sfx++) {
+		char file[80];
+
+		snprintf(file, sizeof(file), "%s%s", path, *sfx);
+		unlink(file);
+	}
+	assert_int_equal(rmdir(dir), 0);
+}
+
 static void test_snapshot_of_100000_messages(void **state)
 {
 	struct server srv = start_server(sc_many_messages);
@@ -1066,6 +1121,7 @@ int main(void)
 		cmocka_unit_test(test_uidplus_expunge_uses_ranges),
 		cmocka_unit_test(test_id_forwards_client_address),
 		cmocka_unit_test(test_auth_refused_then_retry),
+		cmocka_unit_test(test_store_question_refused_is_temp),
 		cmocka_unit_test(test_snapshot_of_100000_messages),
 		cmocka_unit_test(test_readahead_batches_small_runs),
 		cmocka_unit_test(test_readahead_count_cap),
