@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "imap_internal.h"
+#include "imap_reader.h"
 #include "imap_uid_fetch.h"
 #include "imap_uidmap.h"
 #include "log.h"
@@ -129,15 +130,13 @@ static int fetch_sizes(struct imap_backend *ib, struct snapshot_ctx *sc)
  * response; for the 10,000 FETCH lines of a big maildrop that was most of
  * the login's time.  The listing's grammar is tiny, so these two commands
  * go out in one write (one round trip instead of two) and their responses
- * are read line by line straight from libetpan's stream buffer.  Anything
+ * are read line by line by imap_reader, in large pieces.  Anything
  * this parser does not understand is a parse error that drops the
  * session, as libetpan's would.
  */
 
 #define LIST_TAG_SELECT "pgsel"
 #define LIST_TAG_FETCH "pglst"
-#define LIST_LINE_MAX (64 * 1024)
-#define LIST_BUFFER_SIZE (64 * 1024)
 
 struct listing {
 	struct snapshot_ctx *sc;
@@ -145,73 +144,8 @@ struct listing {
 	int select_state;   /* MAILIMAP_RESP_COND_STATE_*, -1 while pending */
 	int fetch_state;
 	char text[256];     /* the first failed command's response text */
-	char *buf;          /* LIST_BUFFER_SIZE octets read from the stream */
-	size_t start, end;  /* the part of buf not parsed yet */
-	char *line;         /* a line with literals, rebuilt; else NULL */
-	size_t line_len, line_cap;
+	struct imap_reader rd;
 };
-
-static bool eat_word(const char **p, const char *end, const char *word)
-{
-	size_t n = strlen(word);
-
-	if ((size_t)(end - *p) < n || strncasecmp(*p, word, n) != 0)
-		return false;
-	*p += n;
-	return true;
-}
-
-static bool eat_number(const char **p, const char *end, uint32_t *value)
-{
-	const char *start = *p;
-	uint64_t n = 0;
-
-	while (*p < end && **p >= '0' && **p <= '9') {
-		n = n * 10 + (uint64_t)(**p - '0');
-		if (n > UINT32_MAX)
-			return false;
-		(*p)++;
-	}
-	*value = (uint32_t)n;
-	return *p > start;
-}
-
-/* Skip one value: atom, number, NIL, quoted string or parenthesised list. */
-static bool skip_value(const char **p, const char *end)
-{
-	int depth = 0;
-
-	do {
-		if (*p >= end)
-			return false;
-		if (**p == '"') {
-			for ((*p)++; *p < end && **p != '"'; (*p)++) {
-				if (**p == '\\' && ++(*p) >= end)
-					return false;
-			}
-			if (*p >= end)
-				return false;
-			(*p)++;
-		} else if (**p == '(') {
-			depth++;
-			(*p)++;
-		} else if (**p == ')') {
-			if (depth == 0)
-				return false;
-			depth--;
-			(*p)++;
-		} else if (**p == ' ') {
-			if (depth == 0)
-				return false;
-			(*p)++;
-		} else {
-			while (*p < end && **p != ' ' && **p != '(' &&
-			       **p != ')' && **p != '"')
-				(*p)++;
-		}
-	} while (depth > 0);
-	return true;
-}
 
 /* "(UID 7 RFC822.SIZE 1234 FLAGS (\Seen))": add the entry if both are
  * there; other items (unsolicited FLAGS) are skipped. */
@@ -238,15 +172,15 @@ static int listing_fetch(struct listing *ls, const char *p, const char *end)
 		if (p >= end || *p++ != ' ')
 			return MAILIMAP_ERROR_PARSE;
 		if (name_len == 3 && strncasecmp(name, "UID", 3) == 0) {
-			if (!eat_number(&p, end, &uid))
+			if (!imap_eat_number(&p, end, &uid))
 				return MAILIMAP_ERROR_PARSE;
 			have_uid = true;
 		} else if (name_len == 11 &&
 			   strncasecmp(name, "RFC822.SIZE", 11) == 0) {
-			if (!eat_number(&p, end, &size))
+			if (!imap_eat_number(&p, end, &size))
 				return MAILIMAP_ERROR_PARSE;
 			have_size = true;
-		} else if (!skip_value(&p, end)) {
+		} else if (!imap_skip_value(&p, end)) {
 			return MAILIMAP_ERROR_PARSE;
 		}
 		if (p < end && *p == ' ')
@@ -266,26 +200,26 @@ static int listing_untagged(struct listing *ls, const char *p,
 {
 	uint32_t n;
 
-	if (eat_word(&p, end, "OK [UIDVALIDITY ")) {
-		if (eat_number(&p, end, &n))
+	if (imap_eat_word(&p, end, "OK [UIDVALIDITY ")) {
+		if (imap_eat_number(&p, end, &n))
 			ls->uidvalidity = n;
 		return MAILIMAP_NO_ERROR;
 	}
-	if (eat_word(&p, end, "OK [UIDNEXT ")) {
-		if (eat_number(&p, end, &n))
+	if (imap_eat_word(&p, end, "OK [UIDNEXT ")) {
+		if (imap_eat_number(&p, end, &n))
 			ls->uidnext = n;
 		return MAILIMAP_NO_ERROR;
 	}
-	if (eat_word(&p, end, "BYE"))
+	if (imap_eat_word(&p, end, "BYE"))
 		return MAILIMAP_ERROR_FATAL;
-	if (!eat_number(&p, end, &n))
+	if (!imap_eat_number(&p, end, &n))
 		return MAILIMAP_NO_ERROR; /* FLAGS, OK [...], CAPABILITY ... */
-	if (eat_word(&p, end, " EXISTS")) {
+	if (imap_eat_word(&p, end, " EXISTS")) {
 		if (ls->select_state < 0)
 			ls->exists = n;
 		return MAILIMAP_NO_ERROR;
 	}
-	if (eat_word(&p, end, " FETCH "))
+	if (imap_eat_word(&p, end, " FETCH "))
 		return listing_fetch(ls, p, end);
 	return MAILIMAP_NO_ERROR; /* RECENT, EXPUNGE */
 }
@@ -301,184 +235,18 @@ static void listing_remember_text(struct listing *ls, const char *p,
 static int listing_tagged(struct listing *ls, int *state, const char *p,
 			  const char *end)
 {
-	if (eat_word(&p, end, "OK") && (p == end || *p == ' ')) {
+	if (imap_eat_word(&p, end, "OK") && (p == end || *p == ' ')) {
 		*state = MAILIMAP_RESP_COND_STATE_OK;
 		return MAILIMAP_NO_ERROR;
 	}
-	if (eat_word(&p, end, "NO") && (p == end || *p == ' '))
+	if (imap_eat_word(&p, end, "NO") && (p == end || *p == ' '))
 		*state = MAILIMAP_RESP_COND_STATE_NO;
-	else if (eat_word(&p, end, "BAD") && (p == end || *p == ' '))
+	else if (imap_eat_word(&p, end, "BAD") && (p == end || *p == ' '))
 		*state = MAILIMAP_RESP_COND_STATE_BAD;
 	else
 		return MAILIMAP_ERROR_PARSE;
 	listing_remember_text(ls, p, end);
 	return MAILIMAP_NO_ERROR;
-}
-
-/* Append LEN octets to the rebuilt line; false past LIST_LINE_MAX. */
-static bool listing_line_append(struct listing *ls, const char *data,
-				size_t len)
-{
-	if (ls->line_len + len > LIST_LINE_MAX)
-		return false;
-	if (ls->line_len + len > ls->line_cap) {
-		char *p = realloc(ls->line, LIST_LINE_MAX);
-
-		if (p == NULL)
-			return false;
-		ls->line = p;
-		ls->line_cap = LIST_LINE_MAX;
-	}
-	memcpy(ls->line + ls->line_len, data, len);
-	ls->line_len += len;
-	return true;
-}
-
-/* Where a "{N}" or "{N+}" announcement ends LINE, or -1 without one. */
-static int64_t trailing_literal(const char *line, size_t len, size_t *at_r)
-{
-	size_t i, digits_end;
-	uint64_t n = 0;
-
-	if (len < 3 || line[len - 1] != '}')
-		return -1;
-	i = len - 1;
-	if (line[i - 1] == '+')
-		i--;
-	digits_end = i;
-	while (i > 0 && line[i - 1] >= '0' && line[i - 1] <= '9')
-		i--;
-	if (i == digits_end || i == 0 || line[i - 1] != '{' ||
-	    digits_end - i > 10)
-		return -1;
-	for (size_t k = i; k < digits_end; k++)
-		n = n * 10 + (uint64_t)(line[k] - '0');
-	*at_r = i - 1;
-	return (int64_t)n;
-}
-
-/*
- * Make more octets available after ls->end.  libetpan's own line reader
- * shifts its whole buffer down after every line it takes; this one moves
- * the unparsed tail once per read.  Octets are taken from libetpan's buffer
- * only, so anything left over can be given back (listing_give_back()).
- */
-static int listing_fill(mailstream *stream, struct listing *ls)
-{
-	size_t space;
-	ssize_t n;
-
-	if (ls->start > 0) {
-		memmove(ls->buf, ls->buf + ls->start, ls->end - ls->start);
-		ls->end -= ls->start;
-		ls->start = 0;
-	}
-	space = LIST_BUFFER_SIZE - ls->end;
-	if (space == 0)
-		return MAILIMAP_ERROR_PARSE; /* a line longer than we accept */
-	if (stream->read_buffer_len == 0 &&
-	    mailstream_feed_read_buffer(stream) <= 0)
-		return MAILIMAP_ERROR_STREAM;
-	if (space > stream->read_buffer_len)
-		space = stream->read_buffer_len;
-	n = mailstream_read(stream, ls->buf + ls->end, space);
-	if (n <= 0)
-		return MAILIMAP_ERROR_STREAM;
-	ls->end += (size_t)n;
-	return MAILIMAP_NO_ERROR;
-}
-
-/* Put what was read past the last response back in front of libetpan's
- * buffer, for the next command's parser. */
-static int listing_give_back(mailstream *stream, struct listing *ls)
-{
-	size_t left = ls->end - ls->start;
-
-	if (left == 0)
-		return MAILIMAP_NO_ERROR;
-	if (left + stream->read_buffer_len > stream->buffer_max_size)
-		return MAILIMAP_ERROR_PROTOCOL;
-	memmove(stream->read_buffer + left, stream->read_buffer,
-		stream->read_buffer_len);
-	memcpy(stream->read_buffer, ls->buf + ls->start, left);
-	stream->read_buffer_len += left;
-	ls->start = ls->end;
-	return MAILIMAP_NO_ERROR;
-}
-
-/* Skip LEN literal octets, from our buffer first. */
-static int listing_skip(mailstream *stream, struct listing *ls, uint64_t len)
-{
-	while (len > 0) {
-		size_t have = ls->end - ls->start;
-		int r;
-
-		if (have == 0) {
-			r = listing_fill(stream, ls);
-			if (r != MAILIMAP_NO_ERROR)
-				return r;
-			continue;
-		}
-		if (have > len)
-			have = (size_t)len;
-		ls->start += have;
-		len -= have;
-	}
-	return MAILIMAP_NO_ERROR;
-}
-
-/*
- * Read one response line without its line ending.  A literal inside it is
- * skipped and replaced by "" (none of what the listing needs comes as
- * one).  The line stays valid until the next call.
- */
-static int listing_read_line(struct imap_backend *ib, struct listing *ls,
-			     const char **line_r, size_t *len_r)
-{
-	mailstream *stream = ib->imap->imap_stream;
-	bool rebuilt = false;
-	size_t scanned = 0;
-
-	ls->line_len = 0;
-	for (;;) {
-		char *line = ls->buf + ls->start, *nl;
-		size_t len, at = 0;
-		int64_t literal;
-		int r;
-
-		nl = memchr(line + scanned, '\n', ls->end - ls->start - scanned);
-		if (nl == NULL) {
-			scanned = ls->end - ls->start;
-			r = listing_fill(stream, ls);
-			if (r != MAILIMAP_NO_ERROR)
-				return r;
-			continue;
-		}
-		scanned = 0;
-		len = (size_t)(nl - line);
-		ls->start += len + 1;
-		if (len > 0 && line[len - 1] == '\r')
-			len--;
-		literal = trailing_literal(line, len, &at);
-		if (literal < 0 && !rebuilt) {
-			*line_r = line;
-			*len_r = len;
-			return MAILIMAP_NO_ERROR;
-		}
-		if (!listing_line_append(ls, line, literal < 0 ? len : at))
-			return MAILIMAP_ERROR_PARSE;
-		if (literal < 0) {
-			*line_r = ls->line;
-			*len_r = ls->line_len;
-			return MAILIMAP_NO_ERROR;
-		}
-		if (!listing_line_append(ls, "\"\"", 2))
-			return MAILIMAP_ERROR_PARSE;
-		rebuilt = true;
-		r = listing_skip(stream, ls, (uint64_t)literal);
-		if (r != MAILIMAP_NO_ERROR)
-			return r;
-	}
 }
 
 /*
@@ -545,18 +313,18 @@ static int listing_run(struct imap_backend *ib, struct listing *ls,
 		const char *line, *p, *end;
 		size_t line_len;
 
-		r = listing_read_line(ib, ls, &line, &line_len);
+		r = imap_reader_line(&ls->rd, &line, &line_len);
 		if (r != MAILIMAP_NO_ERROR)
 			return r;
 		p = line;
 		end = line + line_len;
-		if (eat_word(&p, end, "* "))
+		if (imap_eat_word(&p, end, "* "))
 			r = listing_untagged(ls, p, end);
 		else if (ls->select_state < 0 &&
-			 eat_word(&p, end, LIST_TAG_SELECT " "))
+			 imap_eat_word(&p, end, LIST_TAG_SELECT " "))
 			r = listing_tagged(ls, &ls->select_state, p, end);
 		else if (ls->select_state >= 0 &&
-			 eat_word(&p, end, LIST_TAG_FETCH " "))
+			 imap_eat_word(&p, end, LIST_TAG_FETCH " "))
 			r = listing_tagged(ls, &ls->fetch_state, p, end);
 		else
 			r = MAILIMAP_ERROR_PROTOCOL;
@@ -594,15 +362,16 @@ static int select_and_list(struct imap_backend *ib, struct snapshot_ctx *sc,
 
 	if (!encode_folder(folder_name(ib), quoted, sizeof(quoted)))
 		return 1;
-	ls.buf = malloc(LIST_BUFFER_SIZE);
-	if (ls.buf == NULL)
+	if (imap_reader_init(&ls.rd, ib->imap->imap_stream) !=
+	    MAILIMAP_NO_ERROR) {
+		imap_reader_free(&ls.rd);
 		return backend_fail(err, BACKEND_TEMP,
 				    "out of memory listing messages");
+	}
 	r = listing_run(ib, &ls, quoted);
 	if (r == MAILIMAP_NO_ERROR)
-		r = listing_give_back(ib->imap->imap_stream, &ls);
-	free(ls.buf);
-	free(ls.line);
+		r = imap_reader_give_back(&ls.rd);
+	imap_reader_free(&ls.rd);
 	if (r != MAILIMAP_NO_ERROR) {
 		if (r == MAILIMAP_ERROR_MEMORY)
 			return backend_fail(err, BACKEND_TEMP,
