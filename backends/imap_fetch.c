@@ -1,13 +1,14 @@
 /*
- * imap_fetch.c - reading a message: BODY.PEEK in ranges streamed to the
- * sink, and the read-ahead cache that answers a run of small RETRs with
- * one UID FETCH.
+ * imap_fetch.c - reading a message: one BODY.PEEK[] streamed to the sink
+ * for a RETR, BODY.PEEK ranges for a TOP, and the read-ahead cache that
+ * answers a run of small RETRs with one UID FETCH.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "imap_body.h"
 #include "imap_internal.h"
-#include "imap_uid_fetch.h"
 #include "log.h"
 
 #define FETCH_FIRST_MIN (4 * 1024)
@@ -15,98 +16,75 @@
 #define FETCH_CHUNK_MAX (4 * 1024 * 1024)
 
 struct fetch_ctx {
+	uint32_t uid;
 	backend_sink_fn *sink;
 	void *sink_ctx;
-	uint64_t chunk_octets;  /* received in the current range */
+	uint64_t chunk_octets;  /* delivered by the current command */
+	uint64_t unchecked;     /* delivered before the response's UID came */
+	enum imap_body_presence presence;
+	bool wrong_uid;         /* a body went out that was another message's */
 	bool stopped;           /* sink has all it wants: discard the rest */
 	bool sink_failed;
 };
 
-/*
- * Never returns false: that makes libetpan abort the parse and leaves the
- * session unusable.  After the sink stops, the rest of the current range
- * (at most FETCH_CHUNK_MAX) is read and discarded to keep the session.
- */
-static bool fetch_body(int att_type, struct mailimap_msg_att_body_section *sec,
-		       const char *bytes, size_t len, void *context)
+static enum imap_body_verdict fetch_body(void *context, uint32_t uid,
+					 const char *data, size_t len)
 {
 	struct fetch_ctx *fc = context;
 	int r;
 
-	(void)att_type;
-	(void)sec;
+	if (uid != 0 && uid != fc->uid)
+		return IMAP_BODY_MORE; /* only ours reaches the client */
+	if (fc->stopped)
+		return IMAP_BODY_ENOUGH;
 	fc->chunk_octets += len;
-	if (fc->stopped || len == 0)
-		return true;
-	r = fc->sink(fc->sink_ctx, bytes, len);
-	if (r != 0) {
-		fc->stopped = true;
-		fc->sink_failed = r < 0;
+	if (uid == 0)
+		fc->unchecked += len;
+	r = fc->sink(fc->sink_ctx, data, len);
+	if (r < 0) {
+		/* The client is gone: reading the rest is no use. */
+		fc->sink_failed = true;
+		return IMAP_BODY_ABORT;
 	}
-	return true;
+	if (r > 0) {
+		fc->stopped = true;
+		return IMAP_BODY_ENOUGH;
+	}
+	return IMAP_BODY_MORE;
 }
 
-enum body_presence {
-	BODY_ABSENT, /* no FETCH response with a body for the UID */
-	BODY_NIL,    /* BODY[]<o> NIL: past the end, or expunged (offset 0) */
-	BODY_STRING, /* a literal or quoted string, possibly empty */
+static void fetch_done(void *context, uint32_t uid,
+		       enum imap_body_presence presence)
+{
+	struct fetch_ctx *fc = context;
+
+	if (uid == fc->uid) {
+		if (presence != IMAP_BODY_ABSENT)
+			fc->presence = presence;
+	} else if (fc->unchecked > 0) {
+		/* Its body came before its UID and has gone out. */
+		fc->wrong_uid = true;
+	}
+	fc->unchecked = 0;
+}
+
+static const struct imap_body_handler fetch_handler = {
+	.body = fetch_body, .fetch_done = fetch_done,
 };
 
-static enum body_presence body_for(clist *result, uint32_t uid)
+/* BODY.PEEK[] of FC's message, or BODY.PEEK[]<OFFSET.LEN> when LEN > 0. */
+static int fetch_part(struct imap_backend *ib, struct fetch_ctx *fc,
+		      uint32_t offset, uint32_t len,
+		      struct imap_body_result *result)
 {
-	for (clistiter *it = clist_begin(result); it != NULL;
-	     it = clist_next(it)) {
-		struct mailimap_msg_att *att = clist_content(it);
-		const struct mailimap_msg_att_body_section *body = NULL;
-		bool uid_match = false, seen_body = false;
+	char uid[16];
 
-		for (clistiter *i2 = clist_begin(att->att_list); i2 != NULL;
-		     i2 = clist_next(i2)) {
-			struct mailimap_msg_att_item *item = clist_content(i2);
-			struct mailimap_msg_att_static *st;
-
-			if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC)
-				continue;
-			st = item->att_data.att_static;
-			if (st->att_type == MAILIMAP_MSG_ATT_BODY_SECTION) {
-				body = st->att_data.att_body_section;
-				seen_body = true;
-			} else if (st->att_type == MAILIMAP_MSG_ATT_UID &&
-				   st->att_data.att_uid == uid) {
-				uid_match = true;
-			}
-		}
-		if (seen_body && uid_match)
-			return body != NULL && body->sec_body_part != NULL ?
-				BODY_STRING : BODY_NIL;
-	}
-	return BODY_ABSENT;
-}
-
-static int fetch_range(struct imap_backend *ib, uint32_t uid, uint32_t offset,
-		       uint32_t len, enum body_presence *body_r)
-{
-	struct mailimap_fetch_type *ft;
-	struct mailimap_set *set;
-	clist *result;
-	int r;
-
-	ft = imap_fetch_type_body_partial(offset, len);
-	set = mailimap_set_new_single(uid);
-	if (ft == NULL || set == NULL) {
-		if (ft != NULL)
-			mailimap_fetch_type_free(ft);
-		if (set != NULL)
-			mailimap_set_free(set);
-		return MAILIMAP_ERROR_MEMORY;
-	}
-	r = imap_uid_fetch(ib->imap, set, ft, &result);
-	*body_r = r == MAILIMAP_NO_ERROR ? body_for(result, uid) : BODY_ABSENT;
-	if (result != NULL)
-		mailimap_fetch_list_free(result);
-	mailimap_fetch_type_free(ft);
-	mailimap_set_free(set);
-	return r;
+	snprintf(uid, sizeof(uid), "%u", fc->uid);
+	fc->chunk_octets = 0;
+	fc->unchecked = 0;
+	fc->presence = IMAP_BODY_ABSENT;
+	return imap_body_fetch(ib->imap, uid, offset, len, &fetch_handler, fc,
+			       result);
 }
 
 /*
@@ -142,7 +120,7 @@ struct prefetch_cache {
 	/* UIDs the last read asked for: one it did not bring (a NO, an
 	 * empty or missing body) is read alone, not in another batch. */
 	uint32_t asked_first, asked_last;
-	/* The body being received (libetpan hands it over in chunks before
+	/* The body being received (it comes in pieces, possibly before
 	 * the FETCH response's UID is known). */
 	char *cur;
 	size_t cur_len;
@@ -196,56 +174,44 @@ static void prefetch_forget(struct prefetch_cache *pc, struct prefetch_body *b)
 	*b = pc->bodies[--pc->count];
 }
 
-static bool prefetch_body_chunk(int att_type,
-				struct mailimap_msg_att_body_section *sec,
-				const char *bytes, size_t len, void *context)
+static enum imap_body_verdict prefetch_body(void *context, uint32_t uid,
+					    const char *data, size_t len)
 {
 	struct prefetch_cache *pc = context;
 	char *grown;
 
-	(void)att_type;
-	(void)sec;
-	if (len == 0 || pc->cur_overflow)
-		return true;
+	(void)uid;
+	if (pc->cur_overflow)
+		return IMAP_BODY_MORE;
 	/* A body that fills the whole range may have been cut short. */
 	if (pc->cur_len + len >= PREFETCH_BODY_MAX ||
 	    pc->held + pc->cur_len + len > PREFETCH_HELD_MAX) {
 		pc->cur_overflow = true;
-		return true; /* never false: that would break the session */
+		return IMAP_BODY_MORE;
 	}
 	grown = realloc(pc->cur, pc->cur_len + len);
 	if (grown == NULL) {
 		pc->cur_overflow = true;
-		return true;
+		return IMAP_BODY_MORE;
 	}
-	memcpy(grown + pc->cur_len, bytes, len);
+	memcpy(grown + pc->cur_len, data, len);
 	pc->cur = grown;
 	pc->cur_len += len;
-	return true;
+	return IMAP_BODY_MORE;
 }
 
 /* A whole FETCH response: file the body received with it under its UID. */
-static void prefetch_att(struct mailimap_msg_att *att, void *context)
+static void prefetch_done(void *context, uint32_t uid,
+			  enum imap_body_presence presence)
 {
 	struct prefetch_cache *pc = context;
-	bool have_uid = false;
-	uint32_t uid = 0;
 
-	for (clistiter *it = clist_begin(att->att_list); it != NULL;
-	     it = clist_next(it)) {
-		struct mailimap_msg_att_item *item = clist_content(it);
-
-		if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
-		    item->att_data.att_static->att_type ==
-		    MAILIMAP_MSG_ATT_UID) {
-			uid = item->att_data.att_static->att_data.att_uid;
-			have_uid = true;
-		}
-	}
 	/* Empty or NIL bodies are left to the ordinary path, which knows
 	 * how to report them. */
-	if (have_uid && pc->cur_len > 0 && !pc->cur_overflow &&
-	    pc->count < PREFETCH_MESSAGES && prefetch_find(pc, uid) == NULL) {
+	if (uid != 0 && presence == IMAP_BODY_STRING && pc->cur_len > 0 &&
+	    !pc->cur_overflow && pc->count < PREFETCH_MESSAGES &&
+	    uid >= pc->asked_first && uid <= pc->asked_last &&
+	    prefetch_find(pc, uid) == NULL) {
 		pc->bodies[pc->count++] = (struct prefetch_body) {
 			.uid = uid, .len = pc->cur_len, .data = pc->cur,
 		};
@@ -258,41 +224,42 @@ static void prefetch_att(struct mailimap_msg_att *att, void *context)
 	pc->cur_overflow = false;
 }
 
+static const struct imap_body_handler prefetch_handler = {
+	.body = prefetch_body, .fetch_done = prefetch_done,
+};
+
 /*
- * The set to read ahead with ENTRY, or NULL when read-ahead does not pay
- * (not a small message, or no small message after it).
+ * The UIDs to read ahead with ENTRY, as a sequence set in SET, and the
+ * last of them; false when read-ahead does not pay (not a small message,
+ * or no small message after it).
  */
-static struct mailimap_set *prefetch_set_new(const struct imap_backend *ib,
-					     const struct mail_entry *entry,
-					     uint32_t *last_uid_r)
+static bool prefetch_set(const struct imap_backend *ib,
+			 const struct mail_entry *entry, char *set,
+			 size_t size, uint32_t *last_uid_r)
 {
-	struct mailimap_set *set;
 	uint64_t budget = entry->size;
-	size_t i, n = 1;
+	size_t i, n = 1, len;
 
 	if (entry->size > PREFETCH_SMALL || ib->snap_msgs == NULL ||
 	    entry < ib->snap_msgs || entry >= ib->snap_msgs + ib->snap_count)
-		return NULL;
+		return false;
 	i = (size_t)(entry - ib->snap_msgs) + 1;
 	if (i >= ib->snap_count || ib->snap_msgs[i].size > PREFETCH_SMALL)
-		return NULL;
-	set = mailimap_set_new_single(entry->imap_uid);
-	if (set == NULL)
-		return NULL;
+		return false;
+	len = (size_t)snprintf(set, size, "%u", entry->imap_uid);
 	for (; i < ib->snap_count && n < PREFETCH_MESSAGES; i++, n++) {
 		const struct mail_entry *next = &ib->snap_msgs[i];
 
 		if (next->size > PREFETCH_SMALL ||
 		    budget + next->size > PREFETCH_BUDGET)
 			break;
-		if (mailimap_set_add_single(set, next->imap_uid) != 0) {
-			mailimap_set_free(set);
-			return NULL;
-		}
+		/* 32 UIDs of at most 10 digits always fit the caller's set. */
+		len += (size_t)snprintf(set + len, size - len, ",%u",
+					next->imap_uid);
 		budget += next->size;
 		*last_uid_r = next->imap_uid;
 	}
-	return set;
+	return true;
 }
 
 /*
@@ -302,48 +269,31 @@ static struct mailimap_set *prefetch_set_new(const struct imap_backend *ib,
  */
 static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
 {
-	struct mailimap_fetch_type *ft;
-	struct mailimap_set *set;
-	clist *result;
+	struct imap_body_result result;
+	char set[PREFETCH_MESSAGES * 11 + 1];
 	uint32_t last_uid = entry->imap_uid;
 	int r;
 
-	set = prefetch_set_new(ib, entry, &last_uid);
-	if (set == NULL)
+	if (!prefetch_set(ib, entry, set, sizeof(set), &last_uid))
 		return MAILIMAP_NO_ERROR;
 	if (ib->cache == NULL)
 		ib->cache = calloc(1, sizeof(*ib->cache));
-	/* Bounded by the request, whatever RFC822.SIZE said. */
-	ft = imap_fetch_type_body_partial(0, PREFETCH_BODY_MAX);
-	if (ib->cache == NULL || ft == NULL) {
-		if (ft != NULL)
-			mailimap_fetch_type_free(ft);
-		mailimap_set_free(set);
+	if (ib->cache == NULL)
 		return MAILIMAP_NO_ERROR; /* the ordinary path will do */
-	}
 	/* What was read ahead before and not asked for is dropped. */
 	prefetch_cache_clear(ib->cache);
 	/* The snapshot is in UID order and the set a run of it. */
 	ib->cache->asked_first = entry->imap_uid;
 	ib->cache->asked_last = last_uid;
-	mailimap_set_progress_callback(ib->imap, NULL, ignore_progress, NULL);
-	mailimap_set_msg_att_handler(ib->imap, prefetch_att, ib->cache);
-	mailimap_set_msg_body_handler(ib->imap, prefetch_body_chunk, ib->cache);
-	r = imap_uid_fetch(ib->imap, set, ft, &result);
-	if (ib->imap != NULL) {
-		mailimap_set_msg_body_handler(ib->imap, NULL, NULL);
-		mailimap_set_msg_att_handler(ib->imap, NULL, NULL);
-		mailimap_set_progress_callback(ib->imap, NULL, NULL, NULL);
-	}
-	if (result != NULL)
-		mailimap_fetch_list_free(result);
-	mailimap_fetch_type_free(ft);
-	mailimap_set_free(set);
+	/* Bounded by the request, whatever RFC822.SIZE said. */
+	r = imap_body_fetch(ib->imap, set, 0, PREFETCH_BODY_MAX,
+			    &prefetch_handler, ib->cache, &result);
 	free(ib->cache->cur);
 	ib->cache->cur = NULL;
 	ib->cache->cur_len = 0;
 	/* A NO (some message expunged meanwhile): trust nothing from it. */
-	if (r != MAILIMAP_NO_ERROR)
+	if (r != MAILIMAP_NO_ERROR ||
+	    result.state != MAILIMAP_RESP_COND_STATE_OK)
 		prefetch_cache_clear(ib->cache);
 	return r;
 }
@@ -361,15 +311,129 @@ static int send_prefetched(struct imap_backend *ib,
 	return 0;
 }
 
+/*
+ * What one fetch_part() came to: 0 when the body (or the part of it)
+ * arrived, or -1 with ERR set.  DELIVERED is what earlier parts gave.
+ */
+static int part_outcome(struct imap_backend *ib, const struct fetch_ctx *fc,
+			uint64_t delivered, int r,
+			const struct imap_body_result *result,
+			struct backend_error *err)
+{
+	bool started = delivered + fc->chunk_octets > 0;
+
+	if (fc->sink_failed) {
+		/* The rest of the body is still on its way. */
+		if (result->aborted)
+			drop_connection(ib);
+		return backend_fail(err, BACKEND_SINK, "client write failed");
+	}
+	if (r != MAILIMAP_NO_ERROR)
+		return session_failed(ib, "UID FETCH", r,
+				      started ? BACKEND_BROKEN : BACKEND_TEMP,
+				      err);
+	if (fc->wrong_uid) {
+		log_upstream_error(ib, "UID FETCH",
+				   "a body came for another message");
+		drop_connection(ib);
+		return backend_fail(err, BACKEND_BROKEN,
+				    "upstream sent another message");
+	}
+	if (result->state != MAILIMAP_RESP_COND_STATE_OK) {
+		log_upstream_error(ib, "UID FETCH", result->text);
+		if (started)
+			return backend_fail(err, BACKEND_BROKEN,
+				"upstream failed during the message");
+		/* Dovecot answers NO for a message expunged elsewhere. */
+		return backend_fail(err, BACKEND_NO_MESSAGE,
+				    "message no longer exists upstream");
+	}
+	return 0;
+}
+
+/* A RETR: the whole message in one command, whatever size was listed. */
+static int fetch_whole(struct imap_backend *ib, struct fetch_ctx *fc,
+		       struct backend_error *err)
+{
+	struct imap_body_result result;
+	int r = fetch_part(ib, fc, 0, 0, &result);
+
+	if (part_outcome(ib, fc, 0, r, &result, err) < 0)
+		return -1;
+	/* Dovecot answers "BODY[] NIL" for a message another client
+	 * expunged, other servers nothing at all. */
+	if (fc->presence != IMAP_BODY_STRING && fc->chunk_octets == 0)
+		return backend_fail(err, BACKEND_NO_MESSAGE,
+				    "message no longer exists upstream");
+	return 0;
+}
+
+/*
+ * A TOP: ranges, the first sized by the caller's estimate, so that a few
+ * lines of a big message do not bring all of it.  After the sink has
+ * enough, the rest of the current range is read and dropped (at most
+ * FETCH_CHUNK_MAX) to keep the session.
+ */
+static int fetch_ranges(struct imap_backend *ib, struct fetch_ctx *fc,
+			uint64_t size, uint64_t first_chunk,
+			struct backend_error *err)
+{
+	struct imap_body_result result;
+	uint64_t delivered = 0, len;
+	int r;
+
+	len = first_chunk < FETCH_FIRST_MIN ? FETCH_FIRST_MIN : first_chunk;
+	for (;;) {
+		if (len > FETCH_CHUNK_MAX)
+			len = FETCH_CHUNK_MAX;
+		if (delivered + len > UINT32_MAX) {
+			log_upstream_error(ib, "UID FETCH",
+					   "message larger than 4 GiB");
+			return backend_fail(err, delivered ? BACKEND_BROKEN :
+					    BACKEND_PERM, "message too large");
+		}
+		r = fetch_part(ib, fc, (uint32_t)delivered, (uint32_t)len,
+			       &result);
+		if (part_outcome(ib, fc, delivered, r, &result, err) < 0)
+			return -1;
+		if (fc->stopped)
+			return 0;
+		if (fc->chunk_octets == 0 && fc->presence != IMAP_BODY_STRING) {
+			if (delivered == 0)
+				return backend_fail(err, BACKEND_NO_MESSAGE,
+					"message no longer exists upstream");
+			/* NIL past the end is the end; nothing at all is
+			 * a message that vanished while being read. */
+			if (fc->presence == IMAP_BODY_ABSENT) {
+				log_upstream_error(ib, "UID FETCH",
+					"message vanished while being read");
+				return backend_fail(err, BACKEND_BROKEN,
+						    "message vanished upstream");
+			}
+		}
+		delivered += fc->chunk_octets;
+		/* A short range is the end; NIL or "" past the end too. */
+		if (fc->chunk_octets < len)
+			return 0;
+		/*
+		 * Ask for one octet more than the advertised rest so that a
+		 * correct RFC822.SIZE ends without an extra empty round trip.
+		 */
+		len = size >= delivered ? size - delivered + 1 : 0;
+		if (len < FETCH_NEXT_MIN)
+			len = FETCH_NEXT_MIN;
+	}
+}
+
 int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	       uint64_t first_chunk, backend_sink_fn *sink, void *ctx,
 	       struct backend_error *err)
 {
 	struct imap_backend *ib = (struct imap_backend *)be;
-	struct fetch_ctx fc = { .sink = sink, .sink_ctx = ctx };
+	struct fetch_ctx fc = {
+		.uid = entry->imap_uid, .sink = sink, .sink_ctx = ctx,
+	};
 	struct prefetch_body *b;
-	uint64_t delivered = 0, len;
-	enum body_presence body;
 	int r;
 
 	if (ib->imap == NULL || !ib->authenticated)
@@ -387,69 +451,7 @@ int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	}
 	if (b != NULL)
 		return send_prefetched(ib, b, sink, ctx, err);
-	len = first_chunk < FETCH_FIRST_MIN ? FETCH_FIRST_MIN : first_chunk;
-	for (;;) {
-		if (len > FETCH_CHUNK_MAX)
-			len = FETCH_CHUNK_MAX;
-		if (delivered + len > UINT32_MAX) {
-			log_upstream_error(ib, "UID FETCH",
-					   "message larger than 4 GiB");
-			return backend_fail(err, delivered ? BACKEND_BROKEN :
-					    BACKEND_PERM, "message too large");
-		}
-		fc.chunk_octets = 0;
-		mailimap_set_msg_body_handler(ib->imap, fetch_body, &fc);
-		r = fetch_range(ib, entry->imap_uid, (uint32_t)delivered,
-				(uint32_t)len, &body);
-		if (ib->imap != NULL)
-			mailimap_set_msg_body_handler(ib->imap, NULL, NULL);
-
-		if (r != MAILIMAP_NO_ERROR) {
-			bool started = delivered + fc.chunk_octets > 0;
-
-			if (is_session_error(r))
-				return session_failed(ib, "UID FETCH", r,
-					started ? BACKEND_BROKEN : BACKEND_TEMP,
-					err);
-			log_upstream_error(ib, "UID FETCH", server_text(ib));
-			if (started)
-				return backend_fail(err, BACKEND_BROKEN,
-					"upstream failed during the message");
-			/* Dovecot answers NO for a message expunged elsewhere. */
-			return backend_fail(err, BACKEND_NO_MESSAGE,
-				"message no longer exists upstream");
-		}
-		if (fc.sink_failed)
-			return backend_fail(err, BACKEND_SINK,
-					    "client write failed");
-		if (fc.stopped)
-			return 0;
-		/*
-		 * Dovecot answers "BODY[]<0> NIL" for a message another
-		 * client expunged, and nothing at all elsewhere.
-		 */
-		if (fc.chunk_octets == 0 && delivered == 0 && body != BODY_STRING)
-			return backend_fail(err, BACKEND_NO_MESSAGE,
-					    "message no longer exists upstream");
-		if (body == BODY_ABSENT && fc.chunk_octets == 0) {
-			if (delivered == 0)
-				return backend_fail(err, BACKEND_NO_MESSAGE,
-					"message no longer exists upstream");
-			log_upstream_error(ib, "UID FETCH",
-					   "message vanished while being read");
-			return backend_fail(err, BACKEND_BROKEN,
-					    "message vanished upstream");
-		}
-		delivered += fc.chunk_octets;
-		/* A short range is the end; NIL or "" past the end too. */
-		if (fc.chunk_octets < len)
-			return 0;
-		/*
-		 * Ask for one octet more than the advertised rest so that a
-		 * correct RFC822.SIZE ends without an extra empty round trip.
-		 */
-		len = entry->size >= delivered ? entry->size - delivered + 1 : 0;
-		if (len < FETCH_NEXT_MIN)
-			len = FETCH_NEXT_MIN;
-	}
+	if (first_chunk >= entry->size)
+		return fetch_whole(ib, &fc, err);
+	return fetch_ranges(ib, &fc, entry->size, first_chunk, err);
 }

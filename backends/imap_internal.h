@@ -80,8 +80,9 @@ int imap_login(struct backend *be, const char *user, const char *pass,
 int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 		  struct backend_error *err);
 
-/* imap_fetch.c: stream ENTRY to SINK, from the read-ahead cache or in
- * BODY.PEEK ranges; never sets \Seen. */
+/* imap_fetch.c: stream ENTRY to SINK, from the read-ahead cache, in one
+ * BODY.PEEK[] (FIRST_CHUNK >= its size: a RETR) or in ranges (TOP); never
+ * sets \Seen. */
 int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	       uint64_t first_chunk, backend_sink_fn *sink, void *ctx,
 	       struct backend_error *err);

@@ -4,9 +4,9 @@
  *
  * libetpan 1.9 hands back the parsed FETCH list through *result, but after
  * a tagged NO it has already freed that list and leaves the pointer
- * dangling; freeing it again crashes the session.  Every UID FETCH in
- * popgate goes through imap_uid_fetch(), whose result is either the
- * caller's list or NULL.
+ * dangling; freeing it again crashes the session.  Every UID FETCH that
+ * libetpan parses goes through imap_uid_fetch(), whose result is either
+ * the caller's list or NULL (message bodies are read by imap_body.c).
  */
 #ifndef POPGATE_IMAP_UID_FETCH_H
 #define POPGATE_IMAP_UID_FETCH_H

@@ -2,23 +2,25 @@
 rest).
 
 It serves one INBOX well enough for popgate (CAPABILITY, LOGIN, SELECT,
-UID FETCH of UID/RFC822.SIZE/FLAGS and of BODY.PEEK[]<offset.length>,
-NOOP, UID STORE, SEARCH DELETED, EXPUNGE, UID EXPUNGE when UIDPLUS is
-offered, LOGOUT) and, once, misbehaves in the middle of a
-message: on the first body fetch at an offset above 0 it does what FAULT
-says.  Every connection runs in its own thread; sockets have timeouts so
-a stalled server thread ends by itself.
+UID FETCH of UID/RFC822.SIZE/FLAGS, of BODY.PEEK[] and of
+BODY.PEEK[]<offset.length>, NOOP, UID STORE, SEARCH DELETED, EXPUNGE, UID
+EXPUNGE when UIDPLUS is offered, LOGOUT) and, once, misbehaves in the
+middle of a message: on the first whole-body fetch of a message over
+FAULT_SIZE octets, or the first ranged one at an offset above 0, it does
+what FAULT says.  Every connection runs in its own thread; sockets have
+timeouts so a stalled server thread ends by itself.
 
-Faults:
+Faults (a whole-body fetch has had half its literal sent first, except
+where it says "after the body"):
   cut      close the connection half-way through the literal
   short    send half the announced literal, then the end of the response,
            then nothing (a literal shorter than announced)
   long     send more octets than announced, then the end of the response
   huge     announce a literal of 1 TiB and send 1 MiB of it, then stall
-  garbage  answer with a line that is not IMAP, then stall
-  stall    answer nothing
-  bye      send "* BYE" and close
-  no       answer the FETCH with a tagged NO
+  garbage  answer with a line that is not IMAP (after the body), then stall
+  stall    answer nothing more
+  bye      send "* BYE" (after the body) and close
+  no       answer the FETCH with a tagged NO (after the body)
 """
 
 import re
@@ -27,6 +29,7 @@ import socketserver
 import threading
 
 FAULTS = ("cut", "short", "long", "huge", "garbage", "stall", "bye", "no")
+FAULT_SIZE = 1 << 20
 STALL_SECONDS = 30
 
 
@@ -239,7 +242,7 @@ class Session:
     def fetch(self, tag, line):
         parts = line.split()
         uids = self.uids(parts[3])
-        body = re.search(rb"BODY\.PEEK\[\]<(\d+)\.(\d+)>", line)
+        body = re.search(rb"BODY\.PEEK\[\](?:<(\d+)\.(\d+)>)?", line)
         if not body:
             want_flags = b"FLAGS" in line.upper()
             for u in uids:
@@ -249,17 +252,28 @@ class Session:
                              b" FLAGS " + self.flag_list(u) if want_flags else b""))
             self.send(b"%s OK done\r\n" % tag)
             return True
-        offset, length = int(body.group(1)), int(body.group(2))
-        fault = self.fake.take_fault() if offset > 0 else None
+        if body.group(1) is None:
+            offset, length, item = 0, None, b"BODY[]"
+            fault = (self.fake.take_fault()
+                     if any(len(self.fake.messages[u - 1]) > FAULT_SIZE
+                            for u in uids) else None)
+        else:
+            offset, length = int(body.group(1)), int(body.group(2))
+            item = b"BODY[]<%d>" % offset
+            fault = self.fake.take_fault() if offset > 0 else None
         for u in uids:
-            data = self.fake.messages[u - 1][offset:offset + length]
-            head = b"* %d FETCH (UID %d BODY[]<%d> {%d}\r\n" % (
-                self.seq(u), u, offset, len(data))
+            msg = self.fake.messages[u - 1]
+            data = msg[offset:] if length is None else \
+                msg[offset:offset + length]
+            head = b"* %d FETCH (UID %d %s {%d}\r\n" % (
+                self.seq(u), u, item, len(data))
             if fault is None:
                 self.send(head + data + b")\r\n")
                 continue
             self.fake.fault_done.set()
             half = data[:len(data) // 2]
+            # A whole body is cut into by every fault: never before it.
+            before = head + half if length is None else b""
             if fault == "cut":
                 self.send(head + half)
                 return False
@@ -273,22 +287,24 @@ class Session:
                 self.stall()
                 return False
             if fault == "huge":
-                self.send(b"* %d FETCH (UID %d BODY[]<%d> {1099511627776}\r\n"
-                          % (u, u, offset) + b"x" * (1 << 20))
-                self.stall()
-                return False
-            if fault == "garbage":
-                self.send(b"%%%% this is not IMAP %%%%\r\n\x00\xff\r\n")
+                self.send(b"* %d FETCH (UID %d %s {1099511627776}\r\n"
+                          % (u, u, item) + b"x" * (1 << 20))
                 self.stall()
                 return False
             if fault == "stall":
+                self.send(before)
+                self.stall()
+                return False
+            after = head + data + b")\r\n" if length is None else b""
+            if fault == "garbage":
+                self.send(after + b"%%%% this is not IMAP %%%%\r\n\x00\xff\r\n")
                 self.stall()
                 return False
             if fault == "bye":
-                self.send(b"* BYE server shutting down\r\n")
+                self.send(after + b"* BYE server shutting down\r\n")
                 return False
             if fault == "no":
-                self.send(b"%s NO [SERVERBUG] cannot fetch\r\n" % tag)
+                self.send(after + b"%s NO [SERVERBUG] cannot fetch\r\n" % tag)
                 return True
         self.send(b"%s OK done\r\n" % tag)
         return True

@@ -80,6 +80,15 @@ static const char *next_line(void)
 	return sp + 1;
 }
 
+/* The client must close the connection without another command: exit 0
+ * on EOF, 5 on anything else. */
+static void expect_eof(void)
+{
+	char c;
+
+	_exit(read(peer, &c, 1) <= 0 ? 0 : 5);
+}
+
 /* The next command must start with PREFIX (case-sensitive), else exit 2. */
 static const char *expect(const char *prefix)
 {
@@ -173,6 +182,65 @@ static void sc_cut_mid_literal(void)
 	serve_select();
 	expect("UID FETCH 11 (BODY.PEEK[]<0.4096>)");
 	say("* 2 FETCH (UID 11 BODY[]<0> {100}\r\n%050d", 7);
+}
+
+/* The shapes a body response may take, read by popgate's own parser. */
+static void sc_body_shapes(void)
+{
+	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
+	serve_plain_auth("UIDPLUS");
+	serve_select();
+	/* Unsolicited responses around it, the body before its UID and
+	 * split across writes, more items after the literal. */
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 3 FETCH (FLAGS (\\Seen))\r\n* 5 EXISTS\r\n"
+	    "* OK [ALERT] {3}\r\nabc\r\n* 4 FETCH (BODY[] {9}\r\nabc");
+	say("defghi UID 14 FLAGS (\\Seen))\r\n%s OK done\r\n", tag);
+	/* A quoted body, with escapes. */
+	expect("UID FETCH 10 (BODY.PEEK[]<0.4096>)");
+	say("* 1 FETCH (UID 10 BODY[]<0> \"a\\\"b\\\\c\")\r\n%s OK done\r\n",
+	    tag);
+	/* NIL: the message is gone. */
+	expect("UID FETCH 11 (BODY.PEEK[]<0.4096>)");
+	say("* 2 FETCH (UID 11 BODY[]<0> NIL)\r\n%s OK done\r\n", tag);
+	/* Another message's body, its UID first: not delivered. */
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 3 FETCH (UID 12 BODY[] {7}\r\n1234567)\r\n"
+	    "* 4 FETCH (UID 14 BODY[] {9}\r\nabcdefghi)\r\n%s OK done\r\n",
+	    tag);
+	expect("LOGOUT");
+	say("* BYE bye\r\n%s OK done\r\n", tag);
+}
+
+/* Another message's body, its UID only after it: the session is over. */
+static void sc_body_other_uid_after(void)
+{
+	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
+	serve_plain_auth("UIDPLUS");
+	serve_select();
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 3 FETCH (BODY[] {7}\r\n1234567 UID 12)\r\n%s OK done\r\n", tag);
+	expect_eof(); /* dropped, no LOGOUT */
+}
+
+static void sc_cut_mid_literal_retr(void)
+{
+	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
+	serve_plain_auth("UIDPLUS");
+	serve_select();
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 4 FETCH (UID 14 BODY[] {100}\r\n%050d", 7);
+}
+
+/* The client is gone mid-message: the rest is not waited for. */
+static void sc_body_sink_fails(void)
+{
+	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
+	serve_plain_auth("UIDPLUS");
+	serve_select();
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 4 FETCH (UID 14 BODY[] {100}\r\n%050d", 7);
+	expect_eof(); /* dropped while 50 octets were still due */
 }
 
 static void sc_bye_mid_session(void)
@@ -343,7 +411,8 @@ static void serve_box(void)
 	say("%s OK done\r\n", tag);
 }
 
-static void send_body(uint32_t uid, uint32_t offset, uint32_t len)
+static void send_body(uint32_t uid, uint32_t offset, uint32_t len,
+		      bool whole)
 {
 	const struct upmsg *m;
 	size_t seq, end;
@@ -355,8 +424,12 @@ static void send_body(uint32_t uid, uint32_t offset, uint32_t len)
 	end = offset >= m->size ? offset : offset + (size_t)len;
 	if (end > m->size)
 		end = m->size;
-	say("* %zu FETCH (UID %u BODY[]<%u> {%zu}\r\n", seq, uid, offset,
-	    end - offset);
+	if (whole)
+		say("* %zu FETCH (UID %u BODY[] {%zu}\r\n", seq, uid,
+		    end - offset);
+	else
+		say("* %zu FETCH (UID %u BODY[]<%u> {%zu}\r\n", seq, uid,
+		    offset, end - offset);
 	buf = malloc(end - offset + 1);
 	if (buf == NULL)
 		_exit(8);
@@ -375,21 +448,27 @@ enum fetch_fault {
 };
 
 /*
- * The next command must be exactly WANT, a UID FETCH of BODY.PEEK[]<o.n>
- * over a set of single UIDs and ranges; answer it with the bodies.
+ * The next command must be exactly WANT, a UID FETCH of BODY.PEEK[] or
+ * BODY.PEEK[]<o.n> over a set of single UIDs and ranges; answer it with
+ * the bodies.
  */
 static void serve_fetch(const char *want, enum fetch_fault fault)
 {
 	const char *line = next_line(), *p;
 	unsigned long offset, len;
 	size_t n = 0;
+	bool whole;
 
 	if (strcmp(line, want) != 0) {
 		fprintf(stderr, "script: expected %s, got %s\n", want, line);
 		_exit(2);
 	}
+	whole = strstr(line, "(BODY.PEEK[])") != NULL;
+	offset = 0;
+	len = UINT32_MAX;
 	p = strstr(line, "BODY.PEEK[]<");
-	if (p == NULL || sscanf(p, "BODY.PEEK[]<%lu.%lu>", &offset, &len) != 2)
+	if (!whole && (p == NULL ||
+		       sscanf(p, "BODY.PEEK[]<%lu.%lu>", &offset, &len) != 2))
 		_exit(9);
 	if (fault == FETCH_NO) {
 		say("%s NO Some messages could not be fetched\r\n", tag);
@@ -405,7 +484,7 @@ static void serve_fetch(const char *want, enum fetch_fault fault)
 		for (unsigned long u = first; u <= last; u++, n++) {
 			if (!(fault == FETCH_SKIP_SECOND && n == 1))
 				send_body((uint32_t)u, (uint32_t)offset,
-					  (uint32_t)len);
+					  (uint32_t)len, whole);
 		}
 		p = *end == ',' ? end + 1 : end;
 	}
@@ -418,20 +497,13 @@ static void serve_logout(void)
 	say("* BYE bye\r\n%s OK done\r\n", tag);
 }
 
-/* The fetch of a message of SIZE octets the ordinary way, as a RETR asks. */
-static void serve_whole(uint32_t uid, uint32_t size)
+/* The fetch of a message the ordinary way, as a RETR asks: all of it. */
+static void serve_whole(uint32_t uid)
 {
 	char want[128];
 
-	snprintf(want, sizeof(want), "UID FETCH %u (BODY.PEEK[]<0.%u>)", uid,
-		 size < 4096 ? 4096 : size);
+	snprintf(want, sizeof(want), "UID FETCH %u (BODY.PEEK[])", uid);
 	serve_fetch(want, FETCH_OK);
-	if (size >= 4096) {
-		/* The full range came back: one more to see the end. */
-		snprintf(want, sizeof(want),
-			 "UID FETCH %u (BODY.PEEK[]<%u.65536>)", uid, size);
-		serve_fetch(want, FETCH_OK);
-	}
 }
 
 /* 10-12 small, 13 big, 14-15 small. */
@@ -445,7 +517,7 @@ static void sc_readahead_mixed(void)
 	serve_box();
 	serve_fetch("UID FETCH 10,11,12 (BODY.PEEK[]<0.131072>)", FETCH_OK);
 	/* RETR 11 and 12 are served from what was read. */
-	serve_whole(13, 100000); /* big: alone, and 14 is not read with it */
+	serve_whole(13); /* big: alone, and 14 is not read with it */
 	serve_fetch("UID FETCH 14,15 (BODY.PEEK[]<0.131072>)", FETCH_OK);
 	serve_logout();
 }
@@ -496,9 +568,9 @@ static void sc_readahead_no(void)
 {
 	serve_box();
 	serve_fetch("UID FETCH 10,11,12 (BODY.PEEK[]<0.131072>)", FETCH_NO);
-	serve_whole(10, 100);
-	serve_whole(11, 5000);
-	serve_whole(12, 300);
+	serve_whole(10);
+	serve_whole(11);
+	serve_whole(12);
 	serve_logout();
 }
 
@@ -520,7 +592,7 @@ static void sc_readahead_missing_body(void)
 	serve_fetch("UID FETCH 10,11,12,13 (BODY.PEEK[]<0.131072>)",
 		    FETCH_OK);
 	/* RETR 11: asked for alone, and still not there. */
-	serve_fetch("UID FETCH 11 (BODY.PEEK[]<0.4096>)", FETCH_OK);
+	serve_whole(11);
 	/* RETR 12 and 13 come from what was read. */
 	serve_logout();
 }
@@ -530,7 +602,7 @@ static void sc_readahead_skipped_body(void)
 	serve_box();
 	serve_fetch("UID FETCH 10,11,12 (BODY.PEEK[]<0.131072>)",
 		    FETCH_SKIP_SECOND);
-	serve_whole(11, 5000);
+	serve_whole(11);
 	serve_logout();
 }
 
@@ -746,6 +818,123 @@ static void test_cut_mid_literal_is_broken(void **state)
 	mail_snapshot_clear(&snap);
 	backend_free(be);
 	assert_int_equal(finish_server(srv), 0);
+}
+
+struct capture {
+	char data[256];
+	size_t len;
+	bool fail;
+};
+
+static int capture_sink(void *ctx, const char *data, size_t len)
+{
+	struct capture *c = ctx;
+
+	if (c->fail)
+		return -1;
+	assert_true(c->len + len <= sizeof(c->data));
+	memcpy(c->data + c->len, data, len);
+	c->len += len;
+	return 0;
+}
+
+/* Log in with SET (which the backend keeps) and take the snapshot of
+ * serve_select()'s box. */
+static struct backend *logged_in(const struct upstream_settings *set,
+				 struct mail_snapshot *snap)
+{
+	struct backend_error err;
+	struct backend *be;
+
+	be = imap_backend_new(set, NULL);
+	assert_int_equal(backend_login(be, "alice", "secret", &err), 0);
+	assert_int_equal(backend_snapshot(be, snap, &err), 0);
+	assert_int_equal(snap->count, 4);
+	return be;
+}
+
+static void test_body_response_shapes(void **state)
+{
+	struct server srv = start_server(sc_body_shapes);
+	struct upstream_settings set = settings_for(&srv);
+	struct mail_snapshot snap = { 0 };
+	struct backend_error err;
+	struct capture c = { 0 };
+	struct backend *be;
+
+	(void)state;
+	be = logged_in(&set, &snap);
+	assert_int_equal(backend_fetch(be, &snap.msgs[3], snap.msgs[3].size,
+				       capture_sink, &c, &err), 0);
+	assert_int_equal(c.len, 9);
+	assert_memory_equal(c.data, "abcdefghi", 9);
+	c.len = 0;
+	assert_int_equal(backend_fetch(be, &snap.msgs[0], 0, capture_sink, &c,
+				       &err), 0);
+	assert_int_equal(c.len, 5);
+	assert_memory_equal(c.data, "a\"b\\c", 5);
+	c.len = 0;
+	assert_int_equal(backend_fetch(be, &snap.msgs[1], 0, capture_sink, &c,
+				       &err), -1);
+	assert_int_equal(err.status, BACKEND_NO_MESSAGE);
+	assert_int_equal(c.len, 0);
+	assert_int_equal(backend_fetch(be, &snap.msgs[3], snap.msgs[3].size,
+				       capture_sink, &c, &err), 0);
+	assert_int_equal(c.len, 9);
+	assert_memory_equal(c.data, "abcdefghi", 9);
+	mail_snapshot_clear(&snap);
+	backend_free(be);
+	assert_int_equal(finish_server(srv), 0);
+}
+
+/* Run SCRIPT, RETR message 14 into C; returns the fetch's status and
+ * checks that the upstream session was dropped. */
+static enum backend_status retr_last(void (*script)(void), struct capture *c)
+{
+	struct server srv = start_server(script);
+	struct upstream_settings set = settings_for(&srv);
+	struct mail_snapshot snap = { 0 };
+	struct backend_error err;
+	struct backend *be = logged_in(&set, &snap);
+	enum backend_status status = BACKEND_OK;
+
+	if (backend_fetch(be, &snap.msgs[3], snap.msgs[3].size, capture_sink,
+			  c, &err) < 0)
+		status = err.status;
+	/* Nothing more goes to that server. */
+	assert_int_equal(backend_keepalive(be, &err), -1);
+	mail_snapshot_clear(&snap);
+	backend_free(be);
+	assert_int_equal(finish_server(srv), 0);
+	return status;
+}
+
+static void test_body_of_another_message_is_broken(void **state)
+{
+	struct capture c = { 0 };
+
+	(void)state;
+	assert_int_equal(retr_last(sc_body_other_uid_after, &c),
+			 BACKEND_BROKEN);
+	assert_int_equal(c.len, 7);
+}
+
+static void test_retr_cut_mid_literal_is_broken(void **state)
+{
+	struct capture c = { 0 };
+
+	(void)state;
+	assert_int_equal(retr_last(sc_cut_mid_literal_retr, &c),
+			 BACKEND_BROKEN);
+	assert_int_equal(c.len, 50);
+}
+
+static void test_retr_client_gone_drops_upstream(void **state)
+{
+	struct capture c = { .fail = true };
+
+	(void)state;
+	assert_int_equal(retr_last(sc_body_sink_fails, &c), BACKEND_SINK);
 }
 
 static void test_bye_mid_session_is_temp(void **state)
@@ -1116,6 +1305,10 @@ int main(void)
 		cmocka_unit_test(test_logindisabled_is_perm),
 		cmocka_unit_test(test_stall_times_out),
 		cmocka_unit_test(test_cut_mid_literal_is_broken),
+		cmocka_unit_test(test_body_response_shapes),
+		cmocka_unit_test(test_body_of_another_message_is_broken),
+		cmocka_unit_test(test_retr_cut_mid_literal_is_broken),
+		cmocka_unit_test(test_retr_client_gone_drops_upstream),
 		cmocka_unit_test(test_bye_mid_session_is_temp),
 		cmocka_unit_test(test_no_uidplus_leaves_flagged),
 		cmocka_unit_test(test_uidplus_expunge_uses_ranges),
