@@ -58,7 +58,9 @@ static void fetch_done(void *context, uint32_t uid,
 {
 	struct fetch_ctx *fc = context;
 
-	if (uid == fc->uid) {
+	/* A response without a UID (RFC 3501 wants one) can only be the
+	 * answer about the one message asked for. */
+	if (uid == fc->uid || uid == 0) {
 		if (presence != IMAP_BODY_ABSENT)
 			fc->presence = presence;
 	} else if (fc->unchecked > 0) {

@@ -208,6 +208,9 @@ static void sc_body_shapes(void)
 	say("* 3 FETCH (UID 12 BODY[] {7}\r\n1234567)\r\n"
 	    "* 4 FETCH (UID 14 BODY[] {9}\r\nabcdefghi)\r\n%s OK done\r\n",
 	    tag);
+	/* No UID at all (against RFC 3501): the one message asked for. */
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 4 FETCH (BODY[] {9}\r\nabcdefghi)\r\n%s OK done\r\n", tag);
 	expect("LOGOUT");
 	say("* BYE bye\r\n%s OK done\r\n", tag);
 }
@@ -882,6 +885,10 @@ static void test_body_response_shapes(void **state)
 				       capture_sink, &c, &err), 0);
 	assert_int_equal(c.len, 9);
 	assert_memory_equal(c.data, "abcdefghi", 9);
+	c.len = 0;
+	assert_int_equal(backend_fetch(be, &snap.msgs[3], snap.msgs[3].size,
+				       capture_sink, &c, &err), 0);
+	assert_int_equal(c.len, 9);
 	mail_snapshot_clear(&snap);
 	backend_free(be);
 	assert_int_equal(finish_server(srv), 0);
