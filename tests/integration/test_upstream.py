@@ -41,11 +41,20 @@ def test_upstream_self_signed_rejected_by_default(user, sandbox, make_popgate):
 
 @pytest.mark.parametrize("mode", ["tls", "starttls"])
 def test_upstream_tls_with_ca_file(user, sandbox, make_popgate, mode):
-    """With the CA configured, implicit TLS and STARTTLS upstreams work."""
-    user.fill(five())
+    """With the CA configured, implicit TLS and STARTTLS upstreams work,
+    and every message arrives whole over them: small ones read ahead, a
+    large one streamed in many TLS records."""
+    messages = five() + [large(3 * 1024 * 1024)] + five()[:2]
+    user.fill(messages)
     pg = make_popgate(tls_upstream(sandbox, mode, ca_file=sandbox.cert,
                                    server_name="localhost"))
     assert login_response(pg, user).startswith(b"+OK")
+    with RawPOP3(pg.host, pg.port) as c:
+        c.login(user.name, user.password)
+        for i, m in enumerate(messages, 1):
+            _, body = c.multi("RETR %d" % i)
+            assert body == pop3_message(m), "message %d" % i
+        c.ok("QUIT")
 
 
 def test_upstream_wrong_name_rejected(user, sandbox, make_popgate):
