@@ -184,68 +184,6 @@ static void sc_cut_mid_literal(void)
 	say("* 2 FETCH (UID 11 BODY[]<0> {100}\r\n%050d", 7);
 }
 
-/* The shapes a body response may take, read by popgate's own parser. */
-static void sc_body_shapes(void)
-{
-	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
-	serve_plain_auth("UIDPLUS");
-	serve_select();
-	/* Unsolicited responses around it, the body before its UID and
-	 * split across writes, more items after the literal. */
-	expect("UID FETCH 14 (BODY.PEEK[])");
-	say("* 3 FETCH (FLAGS (\\Seen))\r\n* 5 EXISTS\r\n"
-	    "* OK [ALERT] {3}\r\nabc\r\n* 4 FETCH (BODY[] {9}\r\nabc");
-	say("defghi UID 14 FLAGS (\\Seen))\r\n%s OK done\r\n", tag);
-	/* A quoted body, with escapes. */
-	expect("UID FETCH 10 (BODY.PEEK[]<0.4096>)");
-	say("* 1 FETCH (UID 10 BODY[]<0> \"a\\\"b\\\\c\")\r\n%s OK done\r\n",
-	    tag);
-	/* NIL: the message is gone. */
-	expect("UID FETCH 11 (BODY.PEEK[]<0.4096>)");
-	say("* 2 FETCH (UID 11 BODY[]<0> NIL)\r\n%s OK done\r\n", tag);
-	/* Another message's body, its UID first: not delivered. */
-	expect("UID FETCH 14 (BODY.PEEK[])");
-	say("* 3 FETCH (UID 12 BODY[] {7}\r\n1234567)\r\n"
-	    "* 4 FETCH (UID 14 BODY[] {9}\r\nabcdefghi)\r\n%s OK done\r\n",
-	    tag);
-	/* No UID at all (against RFC 3501): the one message asked for. */
-	expect("UID FETCH 14 (BODY.PEEK[])");
-	say("* 4 FETCH (BODY[] {9}\r\nabcdefghi)\r\n%s OK done\r\n", tag);
-	expect("LOGOUT");
-	say("* BYE bye\r\n%s OK done\r\n", tag);
-}
-
-/* Another message's body, its UID only after it: the session is over. */
-static void sc_body_other_uid_after(void)
-{
-	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
-	serve_plain_auth("UIDPLUS");
-	serve_select();
-	expect("UID FETCH 14 (BODY.PEEK[])");
-	say("* 3 FETCH (BODY[] {7}\r\n1234567 UID 12)\r\n%s OK done\r\n", tag);
-	expect_eof(); /* dropped, no LOGOUT */
-}
-
-static void sc_cut_mid_literal_retr(void)
-{
-	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
-	serve_plain_auth("UIDPLUS");
-	serve_select();
-	expect("UID FETCH 14 (BODY.PEEK[])");
-	say("* 4 FETCH (UID 14 BODY[] {100}\r\n%050d", 7);
-}
-
-/* The client is gone mid-message: the rest is not waited for. */
-static void sc_body_sink_fails(void)
-{
-	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
-	serve_plain_auth("UIDPLUS");
-	serve_select();
-	expect("UID FETCH 14 (BODY.PEEK[])");
-	say("* 4 FETCH (UID 14 BODY[] {100}\r\n%050d", 7);
-	expect_eof(); /* dropped while 50 octets were still due */
-}
-
 static void sc_bye_mid_session(void)
 {
 	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
@@ -623,6 +561,66 @@ static void sc_top_no_readahead(void)
 	serve_logout();
 }
 
+/* 10-12 and 14, all small; 14 is last, so a RETR of it reads nothing
+ * ahead. */
+static const struct upmsg box_body[] = {
+	{ 10, 5 }, { 11, 100 }, { 12, 7 }, { 14, 9 },
+};
+
+/* The shapes a body response may take, read by popgate's own parser. */
+static void sc_body_shapes(void)
+{
+	serve_box();
+	/* Unsolicited responses around it, the body before its UID and
+	 * split across writes, more items after the literal. */
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 3 FETCH (FLAGS (\\Seen))\r\n* 5 EXISTS\r\n"
+	    "* OK [ALERT] {3}\r\nabc\r\n* 4 FETCH (BODY[] {9}\r\nabc");
+	say("defghi UID 14 FLAGS (\\Seen))\r\n%s OK done\r\n", tag);
+	/* A quoted body, with escapes. */
+	expect("UID FETCH 10 (BODY.PEEK[]<0.4096>)");
+	say("* 1 FETCH (UID 10 BODY[]<0> \"a\\\"b\\\\c\")\r\n%s OK done\r\n",
+	    tag);
+	/* NIL: the message is gone. */
+	expect("UID FETCH 11 (BODY.PEEK[]<0.4096>)");
+	say("* 2 FETCH (UID 11 BODY[]<0> NIL)\r\n%s OK done\r\n", tag);
+	/* Another message's body, its UID first: not delivered. */
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 3 FETCH (UID 12 BODY[] {7}\r\n1234567)\r\n"
+	    "* 4 FETCH (UID 14 BODY[] {9}\r\nabcdefghi)\r\n%s OK done\r\n",
+	    tag);
+	/* No UID at all (against RFC 3501): the one message asked for. */
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 4 FETCH (BODY[] {9}\r\nabcdefghi)\r\n%s OK done\r\n", tag);
+	expect("LOGOUT");
+	say("* BYE bye\r\n%s OK done\r\n", tag);
+}
+
+/* Another message's body, its UID only after it: the session is over. */
+static void sc_body_other_uid_after(void)
+{
+	serve_box();
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 3 FETCH (BODY[] {7}\r\n1234567 UID 12)\r\n%s OK done\r\n", tag);
+	expect_eof(); /* dropped, no LOGOUT */
+}
+
+static void sc_cut_mid_literal_retr(void)
+{
+	serve_box();
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 4 FETCH (UID 14 BODY[] {100}\r\n%050d", 7);
+}
+
+/* The client is gone mid-message: the rest is not waited for. */
+static void sc_body_sink_fails(void)
+{
+	serve_box();
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 4 FETCH (UID 14 BODY[] {100}\r\n%050d", 7);
+	expect_eof(); /* dropped while 50 octets were still due */
+}
+
 /* --- harness (parent) --------------------------------------------------- */
 
 struct server {
@@ -821,127 +819,6 @@ static void test_cut_mid_literal_is_broken(void **state)
 	mail_snapshot_clear(&snap);
 	backend_free(be);
 	assert_int_equal(finish_server(srv), 0);
-}
-
-struct capture {
-	char data[256];
-	size_t len;
-	bool fail;
-};
-
-static int capture_sink(void *ctx, const char *data, size_t len)
-{
-	struct capture *c = ctx;
-
-	if (c->fail)
-		return -1;
-	assert_true(c->len + len <= sizeof(c->data));
-	memcpy(c->data + c->len, data, len);
-	c->len += len;
-	return 0;
-}
-
-/* Log in with SET (which the backend keeps) and take the snapshot of
- * serve_select()'s box. */
-static struct backend *logged_in(const struct upstream_settings *set,
-				 struct mail_snapshot *snap)
-{
-	struct backend_error err;
-	struct backend *be;
-
-	be = imap_backend_new(set, NULL);
-	assert_int_equal(backend_login(be, "alice", "secret", &err), 0);
-	assert_int_equal(backend_snapshot(be, snap, &err), 0);
-	assert_int_equal(snap->count, 4);
-	return be;
-}
-
-static void test_body_response_shapes(void **state)
-{
-	struct server srv = start_server(sc_body_shapes);
-	struct upstream_settings set = settings_for(&srv);
-	struct mail_snapshot snap = { 0 };
-	struct backend_error err;
-	struct capture c = { 0 };
-	struct backend *be;
-
-	(void)state;
-	be = logged_in(&set, &snap);
-	assert_int_equal(backend_fetch(be, &snap.msgs[3], snap.msgs[3].size,
-				       capture_sink, &c, &err), 0);
-	assert_int_equal(c.len, 9);
-	assert_memory_equal(c.data, "abcdefghi", 9);
-	c.len = 0;
-	assert_int_equal(backend_fetch(be, &snap.msgs[0], 0, capture_sink, &c,
-				       &err), 0);
-	assert_int_equal(c.len, 5);
-	assert_memory_equal(c.data, "a\"b\\c", 5);
-	c.len = 0;
-	assert_int_equal(backend_fetch(be, &snap.msgs[1], 0, capture_sink, &c,
-				       &err), -1);
-	assert_int_equal(err.status, BACKEND_NO_MESSAGE);
-	assert_int_equal(c.len, 0);
-	assert_int_equal(backend_fetch(be, &snap.msgs[3], snap.msgs[3].size,
-				       capture_sink, &c, &err), 0);
-	assert_int_equal(c.len, 9);
-	assert_memory_equal(c.data, "abcdefghi", 9);
-	c.len = 0;
-	assert_int_equal(backend_fetch(be, &snap.msgs[3], snap.msgs[3].size,
-				       capture_sink, &c, &err), 0);
-	assert_int_equal(c.len, 9);
-	mail_snapshot_clear(&snap);
-	backend_free(be);
-	assert_int_equal(finish_server(srv), 0);
-}
-
-/* Run SCRIPT, RETR message 14 into C; returns the fetch's status and
- * checks that the upstream session was dropped. */
-static enum backend_status retr_last(void (*script)(void), struct capture *c)
-{
-	struct server srv = start_server(script);
-	struct upstream_settings set = settings_for(&srv);
-	struct mail_snapshot snap = { 0 };
-	struct backend_error err;
-	struct backend *be = logged_in(&set, &snap);
-	enum backend_status status = BACKEND_OK;
-
-	if (backend_fetch(be, &snap.msgs[3], snap.msgs[3].size, capture_sink,
-			  c, &err) < 0)
-		status = err.status;
-	/* Nothing more goes to that server. */
-	assert_int_equal(backend_keepalive(be, &err), -1);
-	mail_snapshot_clear(&snap);
-	backend_free(be);
-	assert_int_equal(finish_server(srv), 0);
-	return status;
-}
-
-static void test_body_of_another_message_is_broken(void **state)
-{
-	struct capture c = { 0 };
-
-	(void)state;
-	assert_int_equal(retr_last(sc_body_other_uid_after, &c),
-			 BACKEND_BROKEN);
-	assert_int_equal(c.len, 7);
-}
-
-static void test_retr_cut_mid_literal_is_broken(void **state)
-{
-	struct capture c = { 0 };
-
-	(void)state;
-	assert_int_equal(retr_last(sc_cut_mid_literal_retr, &c),
-			 BACKEND_BROKEN);
-	assert_int_equal(c.len, 50);
-}
-
-static void test_retr_client_gone_drops_upstream(void **state)
-{
-	struct capture c = { .fail = true };
-
-	(void)state;
-	assert_int_equal(retr_last(sc_body_sink_fails, &c), BACKEND_SINK);
 }
 
 static void test_bye_mid_session_is_temp(void **state)
@@ -1192,6 +1069,105 @@ static void box_close(struct box_session *bs)
 	mail_snapshot_clear(&bs->snap);
 	backend_free(bs->be);
 	assert_int_equal(finish_server(bs->srv), 0);
+}
+
+/* --- body responses (parent side) --------------------------------------- */
+
+static int failing_sink(void *ctx, const char *data, size_t len)
+{
+	(void)ctx;
+	(void)data;
+	(void)len;
+	return -1;
+}
+
+static void test_body_response_shapes(void **state)
+{
+	struct box_session bs;
+	struct collected c = { 0 };
+	struct backend_error err;
+	const struct mail_entry *last;
+
+	(void)state;
+	box_open(&bs, box_body, sizeof(box_body) / sizeof(box_body[0]),
+		 sc_body_shapes);
+	assert_int_equal(bs.snap.count, 4);
+	last = &bs.snap.msgs[3];
+	assert_int_equal(backend_fetch(bs.be, last, last->size, collect_sink,
+				       &c, &err), 0);
+	assert_int_equal(c.len, 9);
+	assert_memory_equal(c.data, "abcdefghi", 9);
+	c.len = 0;
+	assert_int_equal(backend_fetch(bs.be, &bs.snap.msgs[0], 0,
+				       collect_sink, &c, &err), 0);
+	assert_int_equal(c.len, 5);
+	assert_memory_equal(c.data, "a\"b\\c", 5);
+	c.len = 0;
+	assert_int_equal(backend_fetch(bs.be, &bs.snap.msgs[1], 0,
+				       collect_sink, &c, &err), -1);
+	assert_int_equal(err.status, BACKEND_NO_MESSAGE);
+	assert_int_equal(c.len, 0);
+	assert_int_equal(backend_fetch(bs.be, last, last->size, collect_sink,
+				       &c, &err), 0);
+	assert_int_equal(c.len, 9);
+	assert_memory_equal(c.data, "abcdefghi", 9);
+	c.len = 0;
+	assert_int_equal(backend_fetch(bs.be, last, last->size, collect_sink,
+				       &c, &err), 0);
+	assert_int_equal(c.len, 9);
+	free(c.data);
+	box_close(&bs);
+}
+
+/* Run SCRIPT, RETR the last message of box_body into SINK; returns the
+ * fetch's status and checks that the upstream session was dropped. */
+static enum backend_status retr_last(void (*script)(void),
+				     backend_sink_fn *sink,
+				     struct collected *c)
+{
+	struct box_session bs;
+	struct backend_error err;
+	const struct mail_entry *last;
+	enum backend_status status = BACKEND_OK;
+
+	box_open(&bs, box_body, sizeof(box_body) / sizeof(box_body[0]),
+		 script);
+	last = &bs.snap.msgs[3];
+	if (backend_fetch(bs.be, last, last->size, sink, c, &err) < 0)
+		status = err.status;
+	/* Nothing more goes to that server. */
+	assert_int_equal(backend_keepalive(bs.be, &err), -1);
+	box_close(&bs);
+	return status;
+}
+
+static void test_body_of_another_message_is_broken(void **state)
+{
+	struct collected c = { 0 };
+
+	(void)state;
+	assert_int_equal(retr_last(sc_body_other_uid_after, collect_sink, &c),
+			 BACKEND_BROKEN);
+	assert_int_equal(c.len, 7);
+	free(c.data);
+}
+
+static void test_retr_cut_mid_literal_is_broken(void **state)
+{
+	struct collected c = { 0 };
+
+	(void)state;
+	assert_int_equal(retr_last(sc_cut_mid_literal_retr, collect_sink, &c),
+			 BACKEND_BROKEN);
+	assert_int_equal(c.len, 50);
+	free(c.data);
+}
+
+static void test_retr_client_gone_drops_upstream(void **state)
+{
+	(void)state;
+	assert_int_equal(retr_last(sc_body_sink_fails, failing_sink, NULL),
+			 BACKEND_SINK);
 }
 
 static void test_readahead_batches_small_runs(void **state)
