@@ -28,8 +28,11 @@ struct body_read {
 	bool aborted;
 };
 
-static bool deliver(struct body_read *br, const char *data, size_t len)
+/* An imap_reader_fn: a piece of the body being read, to the caller. */
+static bool deliver(void *context, const char *data, size_t len)
 {
+	struct body_read *br = context;
+
 	if (br->enough || len == 0)
 		return true;
 	switch (br->h->body(br->ctx, br->uid, data, len)) {
@@ -43,11 +46,6 @@ static bool deliver(struct body_read *br, const char *data, size_t len)
 	}
 	br->aborted = true;
 	return false;
-}
-
-static bool deliver_piece(void *context, const char *data, size_t len)
-{
-	return deliver(context, data, len);
 }
 
 /* A body sent as a quoted string: delivered unescaped, run by run. */
@@ -130,7 +128,7 @@ static int read_fetch(struct body_read *br, const char *p, const char *end)
 			if (is_body)
 				br->presence = IMAP_BODY_STRING;
 			r = imap_reader_literal(&br->rd, (uint64_t)literal,
-						is_body ? deliver_piece : NULL,
+						is_body ? deliver : NULL,
 						br);
 			if (r != MAILIMAP_NO_ERROR)
 				return r;
