@@ -117,13 +117,6 @@ int session_failed(struct imap_backend *ib, const char *op, int r,
 	return backend_fail(err, status, "upstream %s failed: %s", op, reason);
 }
 
-void ignore_progress(size_t current, size_t maximum, void *context)
-{
-	(void)current;
-	(void)maximum;
-	(void)context;
-}
-
 /* --- keepalive and free -------------------------------------------------- */
 
 static int imap_keepalive(struct backend *be, struct backend_error *err)

@@ -64,10 +64,6 @@ const char *server_text(const struct imap_backend *ib);
 int session_failed(struct imap_backend *ib, const char *op, int r,
 		   enum backend_status status, struct backend_error *err);
 
-/* A libetpan progress callback that does nothing: libetpan calls the
- * per-response handlers only while one is set. */
-void ignore_progress(size_t current, size_t maximum, void *context);
-
 /* --- the backend_ops (backend.h), one file each ------------------------- */
 
 /* imap_login.c: connect on first use (or after a drop), then authenticate;

@@ -107,7 +107,8 @@ static int fetch_sizes(struct imap_backend *ib, struct snapshot_ctx *sc)
 		return MAILIMAP_ERROR_MEMORY;
 	}
 	/* libetpan calls the handler only while a progress callback is set. */
-	mailimap_set_progress_callback(ib->imap, NULL, ignore_progress, NULL);
+	mailimap_set_progress_callback(ib->imap, NULL, imap_ignore_progress,
+				       NULL);
 	mailimap_set_msg_att_handler(ib->imap, snapshot_att, sc);
 	r = imap_uid_fetch(ib->imap, set, ft, &result);
 	if (ib->imap != NULL) {

@@ -1,5 +1,6 @@
 /*
- * imap_uid_fetch.c - libetpan's UID FETCH with one ownership rule.
+ * imap_uid_fetch.c - libetpan's UID FETCH with one ownership rule, and
+ * the pieces every fetch through it needs.
  */
 #include "imap_uid_fetch.h"
 
@@ -12,6 +13,13 @@ int imap_uid_fetch(mailimap *imap, struct mailimap_set *set,
 	/* On error the list, if libetpan made one, is already freed. */
 	*result_r = r == MAILIMAP_NO_ERROR ? result : NULL;
 	return r;
+}
+
+void imap_ignore_progress(size_t current, size_t maximum, void *context)
+{
+	(void)current;
+	(void)maximum;
+	(void)context;
 }
 
 struct mailimap_fetch_type *imap_fetch_type_body_partial(uint32_t offset,

@@ -11,6 +11,7 @@
 #ifndef POPGATE_IMAP_UID_FETCH_H
 #define POPGATE_IMAP_UID_FETCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <libetpan/libetpan.h>
@@ -23,6 +24,10 @@
  */
 int imap_uid_fetch(mailimap *imap, struct mailimap_set *set,
 		   struct mailimap_fetch_type *ft, clist **result_r);
+
+/* A libetpan progress callback that does nothing: libetpan calls the
+ * per-response and body handlers of a fetch only while one is set. */
+void imap_ignore_progress(size_t current, size_t maximum, void *context);
 
 /* A fetch type of BODY.PEEK[]<OFFSET.LEN> alone, or NULL when out of
  * memory.  Free with mailimap_fetch_type_free(). */

@@ -410,13 +410,6 @@ static bool count_body(int att_type, struct mailimap_msg_att_body_section *sec,
 	return true;
 }
 
-static void ignore_progress(size_t current, size_t maximum, void *context)
-{
-	(void)current;
-	(void)maximum;
-	(void)context;
-}
-
 /* Stream one message in ranges; *found_r false if it is gone. */
 static int measure_one(struct imap_uidmap_ctx *c, uint32_t uid,
 		       uint64_t *octets_r, bool *found_r, const char **error_r)
@@ -432,8 +425,8 @@ static int measure_one(struct imap_uidmap_ctx *c, uint32_t uid,
 		int r;
 
 		/* libetpan calls the handler only with a progress callback. */
-		mailimap_set_progress_callback(c->imap, NULL, ignore_progress,
-					       NULL);
+		mailimap_set_progress_callback(c->imap, NULL,
+					       imap_ignore_progress, NULL);
 		mailimap_set_msg_body_handler(c->imap, count_body, &k);
 		r = run_fetch(c, mailimap_set_new_single(uid), ft, &result,
 			      error_r);
