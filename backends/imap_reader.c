@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "imap_reader.h"
+#include "imap_transport.h"
 
 int imap_reader_init(struct imap_reader *rd, mailstream *stream)
 {
@@ -28,9 +29,10 @@ void imap_reader_free(struct imap_reader *rd)
  * to the front first (once per read, not once per line).  libetpan's
  * buffer is emptied before the transport is read, so the order of the
  * octets is kept; the transport is then read straight into our buffer,
- * as much as fits.
+ * as much as fits.  COMING octets are certain to arrive (the rest of a
+ * literal): the transport may wait for that many, up to the space left.
  */
-static int reader_fill(struct imap_reader *rd)
+static int reader_fill(struct imap_reader *rd, uint64_t coming)
 {
 	mailstream *s = rd->stream;
 	size_t space;
@@ -48,8 +50,11 @@ static int reader_fill(struct imap_reader *rd)
 		n = mailstream_read(s, rd->buf + rd->end,
 				    space < s->read_buffer_len ?
 				    space : s->read_buffer_len);
-	else
+	else {
+		imap_transport_expect(s->low, coming < space ?
+					      (size_t)coming : space);
 		n = mailstream_low_read(s->low, rd->buf + rd->end, space);
+	}
 	if (n <= 0)
 		return MAILIMAP_ERROR_STREAM;
 	rd->end += (size_t)n;
@@ -86,7 +91,7 @@ int imap_reader_raw_line(struct imap_reader *rd, const char **line_r,
 		nl = memchr(line + scanned, '\n', rd->end - rd->start - scanned);
 		if (nl == NULL) {
 			scanned = rd->end - rd->start;
-			r = reader_fill(rd);
+			r = reader_fill(rd, 0);
 			if (r != MAILIMAP_NO_ERROR)
 				return r;
 			continue;
@@ -104,24 +109,30 @@ int imap_reader_raw_line(struct imap_reader *rd, const char **line_r,
 int imap_reader_literal(struct imap_reader *rd, uint64_t len,
 			imap_reader_fn *fn, void *ctx)
 {
+	int r = MAILIMAP_NO_ERROR;
+
 	while (len > 0) {
 		size_t have = rd->end - rd->start;
-		int r;
 
 		if (have == 0) {
-			r = reader_fill(rd);
+			r = reader_fill(rd, len);
 			if (r != MAILIMAP_NO_ERROR)
-				return r;
+				break;
 			continue;
 		}
 		if (have > len)
 			have = (size_t)len;
-		if (fn != NULL && !fn(ctx, rd->buf + rd->start, have))
-			return IMAP_READER_STOPPED;
+		if (fn != NULL && !fn(ctx, rd->buf + rd->start, have)) {
+			r = IMAP_READER_STOPPED;
+			break;
+		}
 		rd->start += have;
 		len -= have;
 	}
-	return MAILIMAP_NO_ERROR;
+	/* What follows may be a short line read by libetpan: it must not
+	 * wait for the literal's low-water mark. */
+	imap_transport_expect(rd->stream->low, 0);
+	return r;
 }
 
 /* Append LEN octets to the rebuilt line; false past IMAP_READER_SIZE. */

@@ -24,8 +24,9 @@
 
 #include <libetpan/libetpan.h>
 
-/* The longest line accepted, and the most read at once. */
-#define IMAP_READER_SIZE (64 * 1024)
+/* The longest line accepted, and the most read at once: a quarter of a
+ * megabyte keeps a long RETR to a few reads (and wake-ups) per megabyte. */
+#define IMAP_READER_SIZE (256 * 1024)
 
 /* imap_reader_literal()'s answer when its callback asked it to stop. */
 #define IMAP_READER_STOPPED (-1)

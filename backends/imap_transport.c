@@ -4,6 +4,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,6 +32,7 @@ struct imap_transport {
 	uint64_t io_timeout_ms;
 	bool verify;
 	bool reply_pending;  /* a command went out since the last read */
+	int rcvlowat;        /* SO_RCVLOWAT as set: 1 unless expecting */
 	char *host;
 	char *server_name;
 	char *ca_file;
@@ -200,6 +202,7 @@ struct imap_transport *imap_transport_connect(
 		return NULL;
 	}
 	tr->fd = fd;
+	tr->rcvlowat = 1;
 	tr->connect_timeout_ms = set->connect_timeout_ms;
 	tr->io_timeout_ms = set->io_timeout_ms;
 	tr->verify = set->verify;
@@ -405,9 +408,10 @@ static ssize_t io_fail(struct imap_transport *tr,
 static ssize_t plain_read(struct imap_transport *tr, void *buf, size_t count,
 			  uint64_t deadline)
 {
-	/* Right after a command its answer is seldom there yet: wait first
-	 * instead of paying for a recv() that only says EAGAIN. */
-	bool wait_first = tr->reply_pending;
+	/* Right after a command its answer is seldom there yet, and while a
+	 * literal is expected a recv() would take whatever trickled in: wait
+	 * first (for the low-water mark) instead. */
+	bool wait_first = tr->reply_pending || tr->rcvlowat > 1;
 
 	tr->reply_pending = false;
 	for (;;) {
@@ -536,6 +540,31 @@ static ssize_t transport_write(struct imap_transport *tr, const void *buf,
 	return (ssize_t)count;
 }
 
+/*
+ * Waking popgate for every segment of a long body costs a context switch
+ * each; with a low-water mark the kernel wakes it once a large piece is
+ * queued.  Never more than the octets announced, or the last read of a
+ * literal would wait for octets that are not coming.
+ */
+static void transport_expect(struct imap_transport *tr, size_t n)
+{
+	/* Below this a system call to set the mark costs more than the
+	 * wake-ups it saves. */
+	const size_t batch_min = 32 * 1024;
+	int lowat = 1;
+
+	if (tr->fd < 0 || tr->ssl != NULL)
+		return;
+	if (n >= batch_min)
+		lowat = n < INT_MAX ? (int)n : INT_MAX;
+	if (lowat == tr->rcvlowat)
+		return;
+	/* On failure reads simply wake early, as they did before. */
+	if (setsockopt(tr->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat,
+		       sizeof(lowat)) == 0)
+		tr->rcvlowat = lowat;
+}
+
 /* --- libetpan glue ----------------------------------------------------- */
 
 static ssize_t low_read(mailstream_low *s, void *buf, size_t count)
@@ -585,6 +614,12 @@ static mailstream_low_driver transport_driver = {
 	.mailstream_free = low_free,
 	.mailstream_cancel = low_cancel,
 };
+
+void imap_transport_expect(mailstream_low *low, size_t n)
+{
+	if (low != NULL && low->driver == &transport_driver)
+		transport_expect(low->data, n);
+}
 
 mailstream_low *imap_transport_low_new(struct imap_transport *tr)
 {

@@ -3,7 +3,8 @@
  * parsers: lines, literals in pieces, leftovers given back to libetpan in
  * order, the bounds, and the tokens.  The stream is libetpan's socket
  * stream over a socketpair; a child process writes what does not fit in
- * the socket buffer.
+ * the socket buffer.  The low-water-mark tests run over popgate's own
+ * transport on a loopback TCP connection instead, where the mark applies.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include <cmocka.h>
 
 #include "imap_reader.h"
+#include "imap_transport.h"
 
 struct pipe_stream {
 	mailstream *stream; /* the reading end */
@@ -261,6 +264,104 @@ static void test_large_literal_in_pieces(void **state)
 	free(data);
 }
 
+/* A mailstream over popgate's transport, connected on loopback to a
+ * socket the test writes to. */
+static struct pipe_stream open_tcp_stream(void)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t slen = sizeof(sin);
+	struct transport_settings set = {
+		.host = "127.0.0.1", .connect_timeout_ms = 5000,
+		/* A read left waiting for octets that are not coming fails
+		 * the test here instead of hanging it. */
+		.io_timeout_ms = 3000,
+	};
+	struct transport_error err;
+	struct imap_transport *tr;
+	mailstream_low *low;
+	struct pipe_stream ps;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &slen), 0);
+	set.port = ntohs(sin.sin_port);
+	tr = imap_transport_connect(&set, &err);
+	assert_non_null(tr);
+	ps.writer = accept(lfd, NULL, NULL);
+	assert_true(ps.writer >= 0);
+	close(lfd);
+	low = imap_transport_low_new(tr);
+	assert_non_null(low);
+	ps.stream = mailstream_new(low, 8192);
+	assert_non_null(ps.stream);
+	return ps;
+}
+
+static int stream_rcvlowat(struct pipe_stream *ps)
+{
+	int fd = mailstream_low_get_fd(mailstream_get_low(ps->stream));
+	int lowat = -1;
+	socklen_t len = sizeof(lowat);
+
+	assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, &len),
+			 0);
+	return lowat;
+}
+
+/*
+ * Literals of every size against the low-water mark: one that fits the
+ * buffer, one several buffers long, a last piece just above and below the
+ * mark's threshold.  Each is written whole with the response's end right
+ * behind it, so a mark set past the literal's end (nothing more is coming)
+ * or left set for the next line makes a read time out.
+ */
+static void test_literal_batches_end_exactly(void **state)
+{
+	static const size_t sizes[] = {
+		100 * 1000, 3 * IMAP_READER_SIZE + 33 * 1024,
+		IMAP_READER_SIZE + 31 * 1024, 40 * 1024,
+	};
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		size_t size = sizes[k];
+		struct pipe_stream ps = open_tcp_stream();
+		struct imap_reader rd;
+		struct collect c = { 0 };
+		char *data = malloc(size);
+		pid_t pid;
+
+		assert_non_null(data);
+		for (size_t i = 0; i < size; i++)
+			data[i] = (char)('a' + (i * 13 + k) % 26);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			alarm(30);
+			_exit(write(ps.writer, data, size) == (ssize_t)size &&
+			      write(ps.writer, ")\r\nA OK\r\n", 9) == 9 ?
+			      0 : 1);
+		}
+		assert_int_equal(imap_reader_init(&rd, ps.stream),
+				 MAILIMAP_NO_ERROR);
+		assert_int_equal(imap_reader_literal(&rd, size, collect_piece,
+						     &c), MAILIMAP_NO_ERROR);
+		assert_int_equal(c.len, size);
+		assert_memory_equal(c.data, data, size);
+		assert_line(&rd, ")");
+		assert_line(&rd, "A OK");
+		assert_int_equal(stream_rcvlowat(&ps), 1);
+		imap_reader_free(&rd);
+		close_stream(&ps);
+		assert_int_equal(waitpid(pid, NULL, 0), pid);
+		free(c.data);
+		free(data);
+	}
+}
+
 static void test_tokens(void **state)
 {
 	const char *p, *s;
@@ -312,6 +413,7 @@ int main(void)
 		cmocka_unit_test(test_literal_stop_and_skip),
 		cmocka_unit_test(test_bounds_and_eof),
 		cmocka_unit_test(test_large_literal_in_pieces),
+		cmocka_unit_test(test_literal_batches_end_exactly),
 		cmocka_unit_test(test_tokens),
 	};
 
