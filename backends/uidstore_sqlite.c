@@ -123,10 +123,23 @@ static int fail(struct uidstore_sqlite *s, const char *what,
 	return -1;
 }
 
+/*
+ * Statement ID, prepared on first use: a login that finds nothing new uses
+ * a third of them, and every session opens the store afresh.  NULL when
+ * preparing failed; SQLite then refuses it with an error the caller
+ * reports like any other (the message names the failed prepare).
+ */
 static sqlite3_stmt *stmt(struct uidstore_sqlite *s, enum stmt_id id)
 {
 	sqlite3_stmt *st = s->stmts[id];
 
+	if (st == NULL) {
+		if (sqlite3_prepare_v3(s->db, stmt_sql[id], -1,
+				       SQLITE_PREPARE_PERSISTENT, &s->stmts[id],
+				       NULL) != SQLITE_OK)
+			return NULL;
+		return s->stmts[id];
+	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return st;
@@ -488,15 +501,29 @@ static int enter_wal_mode(struct uidstore_sqlite *s)
 	}
 }
 
-/* Every open of an existing store only reads: a login without news must
- * not write, not even here. */
+/*
+ * Every open of an existing store only reads: a login without news must
+ * not write, not even here.
+ *
+ * Sessions open the store one after another, each usually alone.  By
+ * default the last connection to close deletes the -wal and -shm files
+ * and the next one creates them again.  They are kept instead.  With a
+ * size limit set, the last close still empties the WAL after its
+ * checkpoint (so nothing waits in it for a store file put in place of
+ * this one), and a busy WAL shrinks back to WAL_LIMIT after each one.
+ */
+#define WAL_LIMIT "1048576"
+
 static int setup(struct uidstore_sqlite *s, const char **error_r)
 {
-	int version;
+	int version, persist = 1;
 
 	if (sqlite3_busy_timeout(s->db, UIDSTORE_SQLITE_BUSY_MS) != SQLITE_OK ||
 	    enter_wal_mode(s) != SQLITE_OK ||
-	    sqlite3_exec(s->db, "PRAGMA synchronous = FULL", NULL, NULL,
+	    sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL,
+				 &persist) != SQLITE_OK ||
+	    sqlite3_exec(s->db, "PRAGMA journal_size_limit = " WAL_LIMIT
+			 "; PRAGMA synchronous = FULL", NULL, NULL,
 			 NULL) != SQLITE_OK)
 		return fail(s, "setup", error_r);
 	version = read_schema_version(s);
@@ -511,13 +538,12 @@ static int setup(struct uidstore_sqlite *s, const char **error_r)
 			   "uid store: unknown schema version";
 		return -1;
 	}
-	for (size_t i = 0; i < S_COUNT; i++) {
-		if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1,
-				       SQLITE_PREPARE_PERSISTENT, &s->stmts[i],
-				       NULL) != SQLITE_OK)
-			return fail(s, "prepare", error_r);
-	}
 	return 0;
+}
+
+int uidstore_sqlite_init(void)
+{
+	return sqlite3_initialize() == SQLITE_OK ? 0 : -1;
 }
 
 struct uidstore *uidstore_sqlite_open(const char *path, const char **error_r)

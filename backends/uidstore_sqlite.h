@@ -17,6 +17,13 @@
 #define UIDSTORE_SQLITE_BUSY_MS 10000
 
 /*
+ * Set up SQLite's process-wide state (built-in functions, memory and
+ * mutex subsystems).  The first open does it anyway; a daemon calls this
+ * before it forks so that no session process does it again.  0, or -1.
+ */
+int uidstore_sqlite_init(void);
+
+/*
  * Open (creating if needed) the store at PATH.  Returns the store (free
  * with uidstore_close()) or NULL with *error_r set to a static string.
  */

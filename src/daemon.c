@@ -29,6 +29,7 @@
 #include "log.h"
 #include "monotime.h"
 #include "tls.h"
+#include "uidstore_sqlite.h"
 
 #define LISTEN_BACKLOG 1024
 #define ACCEPTS_PER_WAKEUP 64
@@ -452,6 +453,12 @@ int daemon_run(const struct pg_config *cfg)
 	 */
 	if (OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, NULL) != 1) {
 		log_error("event=startup_failed error=\"OpenSSL initialisation "
+			  "failed\"");
+		return POPGATE_EXIT_STARTUP;
+	}
+	/* The same for SQLite, which every login with a store opens. */
+	if (cfg->upstream.uid_store != NULL && uidstore_sqlite_init() < 0) {
+		log_error("event=startup_failed error=\"SQLite initialisation "
 			  "failed\"");
 		return POPGATE_EXIT_STARTUP;
 	}

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -209,6 +210,39 @@ static void test_ids_survive_reopen(void **state)
 		assert_int_equal(m[i].uid, f.uids[i]);
 	assert_int_equal(login(fx->path, 77, &f, again), 0);
 	for (size_t i = 0; i < 50; i++)
+		assert_int_equal(again[i].uid, m[i].uid);
+	folder_free(&f);
+}
+
+/*
+ * The -wal and -shm files stay when the last session closes (the next
+ * login would only create them again), and the WAL is left empty, its
+ * pages in the main file: a store file replaced or copied on its own
+ * finds nothing of the old one waiting to be replayed.
+ */
+static void test_wal_kept_empty_after_close(void **state)
+{
+	struct fixture *fx = *state;
+	struct folder f;
+	struct mail_entry m[200], again[200];
+	struct stat wal, shm;
+	char p[320];
+
+	folder_init(&f, 200, 1, 1, 0);
+	assert_int_equal(login(fx->path, 9, &f, m), 0);
+	snprintf(p, sizeof(p), "%s-wal", fx->path);
+	assert_int_equal(stat(p, &wal), 0);
+	assert_int_equal(wal.st_size, 0);
+	snprintf(p, sizeof(p), "%s-shm", fx->path);
+	assert_int_equal(stat(p, &shm), 0);
+	/* Without them the ids are all there. */
+	assert_int_equal(unlink(p), 0);
+	snprintf(p, sizeof(p), "%s-wal", fx->path);
+	assert_int_equal(unlink(p), 0);
+	f.calls = 0;
+	assert_int_equal(login(fx->path, 9, &f, again), 0);
+	assert_int_equal(f.calls, 0);
+	for (size_t i = 0; i < 200; i++)
 		assert_int_equal(again[i].uid, m[i].uid);
 	folder_free(&f);
 }
@@ -473,6 +507,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ids_survive_reopen,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wal_kept_empty_after_close,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_known_login_writes_nothing,
 						setup, teardown),
