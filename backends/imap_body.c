@@ -253,7 +253,7 @@ int imap_body_fetch(mailimap *imap, const char *uids, uint32_t offset,
 	if (mailstream_write(imap->imap_stream, command, (size_t)n) < 0 ||
 	    mailstream_flush(imap->imap_stream) < 0)
 		return MAILIMAP_ERROR_STREAM;
-	r = imap_reader_init(&br.rd, imap->imap_stream);
+	r = imap_reader_init(&br.rd, imap->imap_stream, IMAP_READER_SIZE);
 	if (r == MAILIMAP_NO_ERROR)
 		r = read_responses(&br, result);
 	if (r == MAILIMAP_NO_ERROR)

@@ -363,7 +363,8 @@ static int select_and_list(struct imap_backend *ib, struct snapshot_ctx *sc,
 
 	if (!encode_folder(folder_name(ib), quoted, sizeof(quoted)))
 		return 1;
-	if (imap_reader_init(&ls.rd, ib->imap->imap_stream) !=
+	if (imap_reader_init(&ls.rd, ib->imap->imap_stream,
+			     IMAP_READER_SMALL_SIZE) !=
 	    MAILIMAP_NO_ERROR) {
 		imap_reader_free(&ls.rd);
 		return backend_fail(err, BACKEND_TEMP,

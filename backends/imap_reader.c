@@ -9,10 +9,11 @@
 #include "imap_reader.h"
 #include "imap_transport.h"
 
-int imap_reader_init(struct imap_reader *rd, mailstream *stream)
+int imap_reader_init(struct imap_reader *rd, mailstream *stream,
+		     size_t size)
 {
-	*rd = (struct imap_reader) { .stream = stream };
-	rd->buf = malloc(IMAP_READER_SIZE);
+	*rd = (struct imap_reader) { .stream = stream, .size = size };
+	rd->buf = malloc(size);
 	return rd->buf != NULL ? MAILIMAP_NO_ERROR : MAILIMAP_ERROR_MEMORY;
 }
 
@@ -43,7 +44,7 @@ static int reader_fill(struct imap_reader *rd, uint64_t coming)
 		rd->end -= rd->start;
 		rd->start = 0;
 	}
-	space = IMAP_READER_SIZE - rd->end;
+	space = rd->size - rd->end;
 	if (space == 0)
 		return MAILIMAP_ERROR_PARSE; /* a line longer than we accept */
 	if (s->read_buffer_len > 0)
@@ -135,16 +136,16 @@ int imap_reader_literal(struct imap_reader *rd, uint64_t len,
 	return r;
 }
 
-/* Append LEN octets to the rebuilt line; false past IMAP_READER_SIZE. */
+/* Append LEN octets to the rebuilt line; false past the buffer size. */
 static bool line_append(struct imap_reader *rd, const char *data, size_t len)
 {
-	if (rd->line_len + len > IMAP_READER_SIZE)
+	if (rd->line_len + len > rd->size)
 		return false;
 	if (rd->line == NULL) {
-		rd->line = malloc(IMAP_READER_SIZE);
+		rd->line = malloc(rd->size);
 		if (rd->line == NULL)
 			return false;
-		rd->line_cap = IMAP_READER_SIZE;
+		rd->line_cap = rd->size;
 	}
 	memcpy(rd->line + rd->line_len, data, len);
 	rd->line_len += len;

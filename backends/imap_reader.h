@@ -24,24 +24,33 @@
 
 #include <libetpan/libetpan.h>
 
-/* The longest line accepted, and the most read at once: a quarter of a
- * megabyte keeps a long RETR to a few reads (and wake-ups) per megabyte. */
+/*
+ * Buffer sizes, each the longest line accepted and the most read at once.
+ * Message bodies: a quarter of a megabyte keeps a long RETR to a few reads
+ * (and wake-ups) per megabyte.  Responses of short lines (the listing):
+ * a smaller buffer stays off the allocator's mmap() path, which every
+ * login would otherwise pay for.
+ */
 #define IMAP_READER_SIZE (256 * 1024)
+#define IMAP_READER_SMALL_SIZE (64 * 1024)
 
 /* imap_reader_literal()'s answer when its callback asked it to stop. */
 #define IMAP_READER_STOPPED (-1)
 
 struct imap_reader {
 	mailstream *stream;    /* borrowed */
-	char *buf;             /* IMAP_READER_SIZE octets */
+	char *buf;             /* size octets */
+	size_t size;
 	size_t start, end;     /* the octets of buf not taken yet */
 	char *line;            /* imap_reader_line()'s rebuilt line, or NULL */
 	size_t line_len, line_cap;
 };
 
-/* Set RD up to read from STREAM.  MAILIMAP_ERROR_MEMORY or NO_ERROR;
- * either way imap_reader_free() is safe afterwards. */
-int imap_reader_init(struct imap_reader *rd, mailstream *stream);
+/* Set RD up to read from STREAM with a buffer of SIZE octets (one of the
+ * sizes above).  MAILIMAP_ERROR_MEMORY or NO_ERROR; either way
+ * imap_reader_free() is safe afterwards. */
+int imap_reader_init(struct imap_reader *rd, mailstream *stream,
+		     size_t size);
 
 /* Free RD's buffers (not the stream).  Anything not given back is lost. */
 void imap_reader_free(struct imap_reader *rd);

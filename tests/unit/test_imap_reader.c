@@ -107,7 +107,7 @@ static void test_lines_literal_and_give_back(void **state)
 	(void)state;
 	put_str(&ps, "* 1 FETCH (BODY[] {5}\r\nhello)\r\nA OK done\n"
 		"* 2 EXISTS\r\n");
-	assert_int_equal(imap_reader_init(&rd, ps.stream), MAILIMAP_NO_ERROR);
+	assert_int_equal(imap_reader_init(&rd, ps.stream, IMAP_READER_SIZE), MAILIMAP_NO_ERROR);
 	assert_int_equal(imap_reader_raw_line(&rd, &line, &len),
 			 MAILIMAP_NO_ERROR);
 	assert_int_equal(imap_trailing_literal(line, len, &at), 5);
@@ -140,7 +140,7 @@ static void test_libetpan_buffer_comes_first(void **state)
 	assert_int_equal(mailstream_read(ps.stream, first, 2), 2);
 	assert_true(ps.stream->read_buffer_len > 0);
 	put_str(&ps, "* OK three\r\n");
-	assert_int_equal(imap_reader_init(&rd, ps.stream), MAILIMAP_NO_ERROR);
+	assert_int_equal(imap_reader_init(&rd, ps.stream, IMAP_READER_SIZE), MAILIMAP_NO_ERROR);
 	assert_line(&rd, "OK one");
 	assert_line(&rd, "* OK two");
 	assert_line(&rd, "* OK three");
@@ -157,7 +157,7 @@ static void test_line_replaces_literals(void **state)
 
 	(void)state;
 	put_str(&ps, "* LIST () \"/\" {3}\r\nabc (x {2+}\r\nyz)\r\n* OK\r\n");
-	assert_int_equal(imap_reader_init(&rd, ps.stream), MAILIMAP_NO_ERROR);
+	assert_int_equal(imap_reader_init(&rd, ps.stream, IMAP_READER_SIZE), MAILIMAP_NO_ERROR);
 	assert_int_equal(imap_reader_line(&rd, &line, &len), MAILIMAP_NO_ERROR);
 	assert_int_equal(len, strlen("* LIST () \"/\" \"\" (x \"\")"));
 	assert_memory_equal(line, "* LIST () \"/\" \"\" (x \"\")", len);
@@ -175,7 +175,7 @@ static void test_literal_stop_and_skip(void **state)
 
 	(void)state;
 	put_str(&ps, "0123456789");
-	assert_int_equal(imap_reader_init(&rd, ps.stream), MAILIMAP_NO_ERROR);
+	assert_int_equal(imap_reader_init(&rd, ps.stream, IMAP_READER_SIZE), MAILIMAP_NO_ERROR);
 	/* Skipped: no callback. */
 	assert_int_equal(imap_reader_literal(&rd, 4, NULL, NULL),
 			 MAILIMAP_NO_ERROR);
@@ -208,7 +208,7 @@ static void test_bounds_and_eof(void **state)
 		_exit(write(ps.writer, big, IMAP_READER_SIZE + 10) ==
 		      IMAP_READER_SIZE + 10 ? 0 : 1);
 	}
-	assert_int_equal(imap_reader_init(&rd, ps.stream), MAILIMAP_NO_ERROR);
+	assert_int_equal(imap_reader_init(&rd, ps.stream, IMAP_READER_SIZE), MAILIMAP_NO_ERROR);
 	/* A line longer than the buffer is refused, not grown into. */
 	assert_int_equal(imap_reader_raw_line(&rd, &line, &len),
 			 MAILIMAP_ERROR_PARSE);
@@ -221,7 +221,7 @@ static void test_bounds_and_eof(void **state)
 	ps = open_stream();
 	put_str(&ps, "abc");
 	close_writer(&ps);
-	assert_int_equal(imap_reader_init(&rd, ps.stream), MAILIMAP_NO_ERROR);
+	assert_int_equal(imap_reader_init(&rd, ps.stream, IMAP_READER_SIZE), MAILIMAP_NO_ERROR);
 	assert_int_equal(imap_reader_literal(&rd, 10, NULL, NULL),
 			 MAILIMAP_ERROR_STREAM);
 	imap_reader_free(&rd);
@@ -250,7 +250,7 @@ static void test_large_literal_in_pieces(void **state)
 		_exit(write(ps.writer, data, SIZE) == SIZE &&
 		      write(ps.writer, ")\r\n", 3) == 3 ? 0 : 1);
 	}
-	assert_int_equal(imap_reader_init(&rd, ps.stream), MAILIMAP_NO_ERROR);
+	assert_int_equal(imap_reader_init(&rd, ps.stream, IMAP_READER_SIZE), MAILIMAP_NO_ERROR);
 	assert_int_equal(imap_reader_literal(&rd, SIZE, collect_piece, &c),
 			 MAILIMAP_NO_ERROR);
 	assert_int_equal(c.len, SIZE);
@@ -345,7 +345,7 @@ static void test_literal_batches_end_exactly(void **state)
 			      write(ps.writer, ")\r\nA OK\r\n", 9) == 9 ?
 			      0 : 1);
 		}
-		assert_int_equal(imap_reader_init(&rd, ps.stream),
+		assert_int_equal(imap_reader_init(&rd, ps.stream, IMAP_READER_SIZE),
 				 MAILIMAP_NO_ERROR);
 		assert_int_equal(imap_reader_literal(&rd, size, collect_piece,
 						     &c), MAILIMAP_NO_ERROR);
