@@ -148,6 +148,13 @@ struct listing {
 	struct imap_reader rd;
 };
 
+/* Whether the item name NAME (LEN octets) is ITEM, case-insensitively. */
+static inline bool is_item(const char *name, size_t len, const char *item)
+{
+	return len == __builtin_strlen(item) &&
+	       imap_eat_word(&name, name + len, item);
+}
+
 /* "(UID 7 RFC822.SIZE 1234 FLAGS (\Seen))": add the entry if both are
  * there; other items (unsolicited FLAGS) are skipped. */
 static int listing_fetch(struct listing *ls, const char *p, const char *end)
@@ -172,12 +179,11 @@ static int listing_fetch(struct listing *ls, const char *p, const char *end)
 		name_len = (size_t)(p - name);
 		if (p >= end || *p++ != ' ')
 			return MAILIMAP_ERROR_PARSE;
-		if (name_len == 3 && strncasecmp(name, "UID", 3) == 0) {
+		if (is_item(name, name_len, "UID")) {
 			if (!imap_eat_number(&p, end, &uid))
 				return MAILIMAP_ERROR_PARSE;
 			have_uid = true;
-		} else if (name_len == 11 &&
-			   strncasecmp(name, "RFC822.SIZE", 11) == 0) {
+		} else if (is_item(name, name_len, "RFC822.SIZE")) {
 			if (!imap_eat_number(&p, end, &size))
 				return MAILIMAP_ERROR_PARSE;
 			have_size = true;
@@ -201,6 +207,14 @@ static int listing_untagged(struct listing *ls, const char *p,
 {
 	uint32_t n;
 
+	/* Nearly every line is "* n FETCH": numbered responses first. */
+	if (imap_eat_number(&p, end, &n)) {
+		if (imap_eat_word(&p, end, " FETCH "))
+			return listing_fetch(ls, p, end);
+		if (imap_eat_word(&p, end, " EXISTS") && ls->select_state < 0)
+			ls->exists = n;
+		return MAILIMAP_NO_ERROR; /* RECENT, EXPUNGE */
+	}
 	if (imap_eat_word(&p, end, "OK [UIDVALIDITY ")) {
 		if (imap_eat_number(&p, end, &n))
 			ls->uidvalidity = n;
@@ -213,16 +227,7 @@ static int listing_untagged(struct listing *ls, const char *p,
 	}
 	if (imap_eat_word(&p, end, "BYE"))
 		return MAILIMAP_ERROR_FATAL;
-	if (!imap_eat_number(&p, end, &n))
-		return MAILIMAP_NO_ERROR; /* FLAGS, OK [...], CAPABILITY ... */
-	if (imap_eat_word(&p, end, " EXISTS")) {
-		if (ls->select_state < 0)
-			ls->exists = n;
-		return MAILIMAP_NO_ERROR;
-	}
-	if (imap_eat_word(&p, end, " FETCH "))
-		return listing_fetch(ls, p, end);
-	return MAILIMAP_NO_ERROR; /* RECENT, EXPUNGE */
+	return MAILIMAP_NO_ERROR; /* FLAGS, OK [...], CAPABILITY ... */
 }
 
 static void listing_remember_text(struct listing *ls, const char *p,

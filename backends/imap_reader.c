@@ -4,7 +4,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "imap_reader.h"
 #include "imap_transport.h"
@@ -187,16 +186,6 @@ int imap_reader_line(struct imap_reader *rd, const char **line_r,
 		if (r != MAILIMAP_NO_ERROR)
 			return r;
 	}
-}
-
-bool imap_eat_word(const char **p, const char *end, const char *word)
-{
-	size_t n = strlen(word);
-
-	if ((size_t)(end - *p) < n || strncasecmp(*p, word, n) != 0)
-		return false;
-	*p += n;
-	return true;
 }
 
 bool imap_eat_number(const char **p, const char *end, uint32_t *value)

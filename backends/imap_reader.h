@@ -82,8 +82,27 @@ int imap_reader_line(struct imap_reader *rd, const char **line_r,
 
 /* --- tokens: each advances *P past what it took, only on success ------- */
 
-/* WORD, case-insensitively. */
-bool imap_eat_word(const char **p, const char *end, const char *word);
+/* WORD, case-insensitively (ASCII).  Inline: the parsers call it with
+ * literal words several times per line, and the length then folds. */
+static inline bool imap_eat_word(const char **p, const char *end,
+				 const char *word)
+{
+	size_t n = __builtin_strlen(word);
+
+	if ((size_t)(end - *p) < n)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)(*p)[i];
+		unsigned char w = (unsigned char)word[i];
+
+		/* Equal, or the same letter in the other case. */
+		if (c != w && ((c | 0x20) != (w | 0x20) ||
+			       (w | 0x20) < 'a' || (w | 0x20) > 'z'))
+			return false;
+	}
+	*p += n;
+	return true;
+}
 
 /* A number of at most 32 bits. */
 bool imap_eat_number(const char **p, const char *end, uint32_t *value);

@@ -382,6 +382,18 @@ static void test_tokens(void **state)
 	p = s;
 	assert_true(imap_eat_word(&p, s + 2, "OK"));
 	assert_false(imap_eat_word(&p, s + 2, "NO"));
+	/* Case folds for letters only: "{" is not "[", "@" is not "`". */
+	s = "Ok {UidValidity @";
+	p = s;
+	assert_true(imap_eat_word(&p, s + strlen(s), "oK "));
+	assert_false(imap_eat_word(&p, s + strlen(s), "[UIDVALIDITY"));
+	assert_true(imap_eat_word(&p, s + strlen(s), "{UIDVALIDITY "));
+	assert_false(imap_eat_word(&p, s + strlen(s), "`"));
+	assert_true(imap_eat_word(&p, s + strlen(s), "@"));
+	assert_ptr_equal(p, s + strlen(s));
+	p = s;
+	assert_false(imap_eat_word(&p, s + 1, "OK")); /* past the end */
+	assert_ptr_equal(p, s);
 
 	s = "(a (b \"c) \\\"d\") e) rest";
 	p = s;
