@@ -22,6 +22,7 @@
 
 #include "conn.h"
 #include "monotime.h"
+#include "tls_cert.h"
 #include "tls.h"
 
 static void make_pair(int fds[2])
@@ -172,24 +173,12 @@ static void write_key(EVP_PKEY *pkey, char *path, size_t size)
 static int tls_setup(void **state)
 {
 	struct tls_files *t = calloc(1, sizeof(*t));
-	EVP_PKEY *pkey = EVP_EC_gen("P-256"), *other = EVP_EC_gen("P-256");
-	X509 *x509 = X509_new();
-	X509_NAME *name;
+	EVP_PKEY *pkey, *other = EVP_EC_gen("P-256");
+	X509 *x509;
 	FILE *fp;
 	int fd;
 
-	if (t == NULL || pkey == NULL || other == NULL || x509 == NULL)
-		return -1;
-	ASN1_INTEGER_set(X509_get_serialNumber(x509), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x509), -60);
-	X509_gmtime_adj(X509_getm_notAfter(x509), 3600);
-	X509_set_pubkey(x509, pkey);
-	name = X509_get_subject_name(x509);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-				   (const unsigned char *)"localhost", -1, -1,
-				   0);
-	X509_set_issuer_name(x509, name);
-	if (X509_sign(x509, pkey, EVP_sha256()) == 0)
+	if (t == NULL || other == NULL || tls_cert_new(&pkey, &x509) < 0)
 		return -1;
 
 	snprintf(t->cert, sizeof(t->cert), "%s/popgate-test-cert-XXXXXX",
