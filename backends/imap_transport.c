@@ -24,6 +24,10 @@
 #include "imap_transport.h"
 #include "monotime.h"
 
+#define TLS_READ_BUFFER (64 * 1024)
+/* A TLS record on the wire at most: header, 16 KB, the cipher's expansion. */
+#define TLS_RECORD_MAX (5 + 16384 + 2048)
+
 struct imap_transport {
 	int fd;
 	SSL_CTX *ctx;  /* a reference of our own; NULL until needed */
@@ -275,6 +279,15 @@ static int tls_setup(struct imap_transport *tr, struct transport_error *err)
 	tr->ssl = SSL_new(tr->ctx);
 	if (tr->ssl == NULL || !SSL_set_fd(tr->ssl, tr->fd))
 		goto fail;
+	/*
+	 * Without read-ahead OpenSSL reads each record's 5-octet header and
+	 * then its body: two recv() calls per 16 KB of a message.  With it,
+	 * one recv() takes up to TLS_READ_BUFFER of records; the buffer is
+	 * released whenever it is empty, so an idle session keeps none.
+	 */
+	SSL_set_read_ahead(tr->ssl, 1);
+	SSL_set_default_read_buffer_len(tr->ssl, TLS_READ_BUFFER);
+	SSL_set_mode(tr->ssl, SSL_MODE_RELEASE_BUFFERS);
 	/* The context may be shared: this connection's own settings decide
 	 * whether the peer is verified, never the context's. */
 	SSL_set_verify(tr->ssl, tr->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
@@ -543,18 +556,23 @@ static ssize_t transport_write(struct imap_transport *tr, const void *buf,
 /*
  * Waking popgate for every segment of a long body costs a context switch
  * each; with a low-water mark the kernel wakes it once a large piece is
- * queued.  Never more than the octets announced, or the last read of a
- * literal would wait for octets that are not coming.
+ * queued.  Never more than the octets certain to come, or the last read
+ * of a literal would wait for octets that are not coming.  Over TLS the
+ * socket carries at least as many octets as the plaintext they encrypt,
+ * but OpenSSL may already hold up to its read buffer and a record of them.
  */
 static void transport_expect(struct imap_transport *tr, size_t n)
 {
 	/* Below this a system call to set the mark costs more than the
 	 * wake-ups it saves. */
 	const size_t batch_min = 32 * 1024;
+	const size_t tls_held_max = TLS_READ_BUFFER + TLS_RECORD_MAX;
 	int lowat = 1;
 
-	if (tr->fd < 0 || tr->ssl != NULL)
+	if (tr->fd < 0)
 		return;
+	if (tr->ssl != NULL)
+		n = n > tls_held_max ? n - tls_held_max : 0;
 	if (n >= batch_min)
 		lowat = n < INT_MAX ? (int)n : INT_MAX;
 	if (lowat == tr->rcvlowat)

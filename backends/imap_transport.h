@@ -109,10 +109,10 @@ imap_transport_last_error(const struct imap_transport *tr);
  * The next N octets read from LOW are certain to come (part of a literal
  * the server announced, at most what the caller's next read takes): reads
  * then wait until all N are there instead of waking for every segment, so
- * a long message is taken in a few large reads.  Below a few tens of
- * kilobytes, and with N = 0, reads wake on any octet, as a response line
- * needs.  A no-op over TLS (the socket does not count what OpenSSL has
- * buffered) and for streams that are not this transport's.
+ * a long message is taken in a few large reads (over TLS, all but what
+ * OpenSSL may already hold).  Below a few tens of kilobytes, and with
+ * N = 0, reads wake on any octet, as a response line needs.  A no-op for
+ * streams that are not this transport's.
  */
 void imap_transport_expect(mailstream_low *low, size_t n);
 

@@ -21,8 +21,11 @@
 
 #include <cmocka.h>
 
+#include <openssl/ssl.h>
+
 #include "imap_reader.h"
 #include "imap_transport.h"
+#include "tls_cert.h"
 
 struct pipe_stream {
 	mailstream *stream; /* the reading end */
@@ -264,45 +267,103 @@ static void test_large_literal_in_pieces(void **state)
 	free(data);
 }
 
-/* A mailstream over popgate's transport, connected on loopback to a
- * socket the test writes to. */
-static struct pipe_stream open_tcp_stream(void)
+/* A listening socket on loopback; its port in *PORT_R. */
+static int tcp_listener(unsigned *port_r)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET,
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t slen = sizeof(sin);
-	struct transport_settings set = {
-		.host = "127.0.0.1", .connect_timeout_ms = 5000,
-		/* A read left waiting for octets that are not coming fails
-		 * the test here instead of hanging it. */
-		.io_timeout_ms = 3000,
-	};
-	struct transport_error err;
-	struct imap_transport *tr;
-	mailstream_low *low;
-	struct pipe_stream ps;
 	int lfd = socket(AF_INET, SOCK_STREAM, 0);
 
 	assert_true(lfd >= 0);
 	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	assert_int_equal(listen(lfd, 1), 0);
 	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &slen), 0);
-	set.port = ntohs(sin.sin_port);
-	tr = imap_transport_connect(&set, &err);
-	assert_non_null(tr);
-	ps.writer = accept(lfd, NULL, NULL);
-	assert_true(ps.writer >= 0);
-	close(lfd);
-	low = imap_transport_low_new(tr);
-	assert_non_null(low);
-	ps.stream = mailstream_new(low, 8192);
-	assert_non_null(ps.stream);
-	return ps;
+	*port_r = ntohs(sin.sin_port);
+	return lfd;
 }
 
-static int stream_rcvlowat(struct pipe_stream *ps)
+/* In a child: accept one connection on LFD (over TLS with a throw-away
+ * certificate if asked), write DATA and the end of a response at once,
+ * then wait for the reader to close. */
+static pid_t serve_literal(int lfd, bool tls, const char *data, size_t size)
 {
-	int fd = mailstream_low_get_fd(mailstream_get_low(ps->stream));
+	static const char tail[] = ")\r\nA OK\r\n";
+	pid_t pid = fork();
+	SSL_CTX *ctx = NULL;
+	SSL *ssl = NULL;
+	EVP_PKEY *pkey;
+	X509 *x509;
+	char drain[256];
+	int fd;
+
+	assert_true(pid >= 0);
+	if (pid > 0)
+		return pid;
+	alarm(30);
+	fd = accept(lfd, NULL, NULL);
+	if (fd < 0)
+		_exit(1);
+	if (tls) {
+		if (tls_cert_new(&pkey, &x509) < 0 ||
+		    (ctx = SSL_CTX_new(TLS_server_method())) == NULL ||
+		    SSL_CTX_use_certificate(ctx, x509) != 1 ||
+		    SSL_CTX_use_PrivateKey(ctx, pkey) != 1 ||
+		    (ssl = SSL_new(ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 ||
+		    SSL_accept(ssl) != 1)
+			_exit(2);
+		/* Records of every size, as a server's writes come. */
+		for (size_t at = 0, step = 1000; at < size; step += 7919) {
+			size_t n = size - at < step % 40000 + 1 ?
+				   size - at : step % 40000 + 1;
+
+			if (SSL_write(ssl, data + at, (int)n) != (int)n)
+				_exit(3);
+			at += n;
+		}
+		if (SSL_write(ssl, tail, sizeof(tail) - 1) !=
+		    (int)sizeof(tail) - 1)
+			_exit(3);
+		while (SSL_read(ssl, drain, sizeof(drain)) > 0)
+			;
+		_exit(0);
+	}
+	if (write(fd, data, size) != (ssize_t)size ||
+	    write(fd, tail, sizeof(tail) - 1) != (ssize_t)sizeof(tail) - 1)
+		_exit(3);
+	while (read(fd, drain, sizeof(drain)) > 0)
+		;
+	_exit(0);
+}
+
+/* A mailstream over popgate's transport to PORT on loopback. */
+static mailstream *transport_stream(unsigned port, bool tls)
+{
+	struct transport_settings set = {
+		.host = "127.0.0.1", .port = port, .server_name = "localhost",
+		.connect_timeout_ms = 5000,
+		/* A read left waiting for octets that are not coming fails
+		 * the test here instead of hanging it. */
+		.io_timeout_ms = 3000,
+	};
+	struct transport_error err;
+	struct imap_transport *tr = imap_transport_connect(&set, &err);
+	mailstream_low *low;
+	mailstream *stream;
+
+	assert_non_null(tr);
+	if (tls)
+		assert_int_equal(imap_transport_start_tls(tr, &err), 0);
+	low = imap_transport_low_new(tr);
+	assert_non_null(low);
+	stream = mailstream_new(low, 8192);
+	assert_non_null(stream);
+	return stream;
+}
+
+static int stream_rcvlowat(mailstream *stream)
+{
+	int fd = mailstream_low_get_fd(mailstream_get_low(stream));
 	int lowat = -1;
 	socklen_t len = sizeof(lowat);
 
@@ -312,53 +373,57 @@ static int stream_rcvlowat(struct pipe_stream *ps)
 }
 
 /*
- * Literals of every size against the low-water mark: one that fits the
- * buffer, one several buffers long, a last piece just above and below the
- * mark's threshold.  Each is written whole with the response's end right
- * behind it, so a mark set past the literal's end (nothing more is coming)
- * or left set for the next line makes a read time out.
+ * Literals of every size against the low-water mark, in plaintext and
+ * over TLS (where OpenSSL holds part of what the socket has delivered):
+ * one that fits the buffer, one several buffers long, a last piece just
+ * above and below the mark's threshold.  Each is written whole with the
+ * response's end right behind it, so a mark set past the literal's end
+ * (nothing more is coming) or left set for the next line makes a read
+ * time out.
  */
 static void test_literal_batches_end_exactly(void **state)
 {
 	static const size_t sizes[] = {
 		100 * 1000, 3 * IMAP_READER_SIZE + 33 * 1024,
 		IMAP_READER_SIZE + 31 * 1024, 40 * 1024,
+		IMAP_READER_SIZE + 120 * 1024,
 	};
 
 	(void)state;
-	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
-		size_t size = sizes[k];
-		struct pipe_stream ps = open_tcp_stream();
-		struct imap_reader rd;
-		struct collect c = { 0 };
-		char *data = malloc(size);
-		pid_t pid;
+	for (int tls = 0; tls <= 1; tls++) {
+		for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+			size_t size = sizes[k];
+			struct imap_reader rd;
+			struct collect c = { 0 };
+			char *data = malloc(size);
+			unsigned port;
+			int lfd = tcp_listener(&port);
+			mailstream *stream;
+			pid_t pid;
 
-		assert_non_null(data);
-		for (size_t i = 0; i < size; i++)
-			data[i] = (char)('a' + (i * 13 + k) % 26);
-		pid = fork();
-		assert_true(pid >= 0);
-		if (pid == 0) {
-			alarm(30);
-			_exit(write(ps.writer, data, size) == (ssize_t)size &&
-			      write(ps.writer, ")\r\nA OK\r\n", 9) == 9 ?
-			      0 : 1);
+			assert_non_null(data);
+			for (size_t i = 0; i < size; i++)
+				data[i] = (char)('a' + (i * 13 + k) % 26);
+			pid = serve_literal(lfd, tls, data, size);
+			close(lfd);
+			stream = transport_stream(port, tls);
+			assert_int_equal(imap_reader_init(&rd, stream,
+							  IMAP_READER_SIZE),
+					 MAILIMAP_NO_ERROR);
+			assert_int_equal(imap_reader_literal(&rd, size,
+							     collect_piece, &c),
+					 MAILIMAP_NO_ERROR);
+			assert_int_equal(c.len, size);
+			assert_memory_equal(c.data, data, size);
+			assert_line(&rd, ")");
+			assert_line(&rd, "A OK");
+			assert_int_equal(stream_rcvlowat(stream), 1);
+			imap_reader_free(&rd);
+			mailstream_close(stream);
+			assert_int_equal(waitpid(pid, NULL, 0), pid);
+			free(c.data);
+			free(data);
 		}
-		assert_int_equal(imap_reader_init(&rd, ps.stream, IMAP_READER_SIZE),
-				 MAILIMAP_NO_ERROR);
-		assert_int_equal(imap_reader_literal(&rd, size, collect_piece,
-						     &c), MAILIMAP_NO_ERROR);
-		assert_int_equal(c.len, size);
-		assert_memory_equal(c.data, data, size);
-		assert_line(&rd, ")");
-		assert_line(&rd, "A OK");
-		assert_int_equal(stream_rcvlowat(&ps), 1);
-		imap_reader_free(&rd);
-		close_stream(&ps);
-		assert_int_equal(waitpid(pid, NULL, 0), pid);
-		free(c.data);
-		free(data);
 	}
 }
 
