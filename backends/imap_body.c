@@ -11,7 +11,6 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "imap_body.h"
 #include "imap_reader.h"
@@ -70,23 +69,6 @@ static int quoted_body(struct body_read *br, const char **p, const char *end)
 	return MAILIMAP_NO_ERROR;
 }
 
-/* The name of a FETCH item, "BODY[]<0>" included: up to a space or ")"
- * outside brackets. */
-static size_t item_name(const char *p, const char *end)
-{
-	const char *q = p;
-	int brackets = 0;
-
-	while (q < end && (brackets > 0 || (*q != ' ' && *q != ')'))) {
-		if (*q == '[')
-			brackets++;
-		else if (*q == ']' && brackets > 0)
-			brackets--;
-		q++;
-	}
-	return (size_t)(q - p);
-}
-
 /*
  * The items of one FETCH response, P at its "(".  A literal ends the
  * line it is announced on; it is read (a body's to the caller, any other
@@ -112,17 +94,17 @@ static int read_fetch(struct body_read *br, const char *p, const char *end)
 		if (*p == ')')
 			break;
 		name = p;
-		name_len = item_name(p, end);
+		name_len = imap_item_name(p, end);
 		p += name_len;
 		if (name_len == 0 || p >= end || *p++ != ' ')
 			return MAILIMAP_ERROR_PARSE;
-		if (name_len == 3 && strncasecmp(name, "UID", 3) == 0) {
+		if (imap_item_is(name, name_len, "UID")) {
 			if (!imap_eat_number(&p, end, &br->uid))
 				return MAILIMAP_ERROR_PARSE;
 			continue;
 		}
 		/* BODY[] or BODY[]<offset>: the only section asked for. */
-		is_body = name_len >= 6 && strncasecmp(name, "BODY[]", 6) == 0;
+		is_body = imap_eat_word(&name, name + name_len, "BODY[]");
 		literal = imap_trailing_literal(p, (size_t)(end - p), &at);
 		if (literal >= 0 && at == 0) {
 			if (is_body)

@@ -148,13 +148,6 @@ struct listing {
 	struct imap_reader rd;
 };
 
-/* Whether the item name NAME (LEN octets) is ITEM, case-insensitively. */
-static inline bool is_item(const char *name, size_t len, const char *item)
-{
-	return len == __builtin_strlen(item) &&
-	       imap_eat_word(&name, name + len, item);
-}
-
 /* "(UID 7 RFC822.SIZE 1234 FLAGS (\Seen))": add the entry if both are
  * there; other items (unsolicited FLAGS) are skipped. */
 static int listing_fetch(struct listing *ls, const char *p, const char *end)
@@ -166,24 +159,16 @@ static int listing_fetch(struct listing *ls, const char *p, const char *end)
 		return MAILIMAP_ERROR_PARSE;
 	while (p < end && *p != ')') {
 		const char *name = p;
-		size_t name_len;
-		int brackets = 0;
+		size_t name_len = imap_item_name(p, end);
 
-		while (p < end && (brackets > 0 || (*p != ' ' && *p != ')'))) {
-			if (*p == '[')
-				brackets++;
-			else if (*p == ']' && brackets > 0)
-				brackets--;
-			p++;
-		}
-		name_len = (size_t)(p - name);
+		p += name_len;
 		if (p >= end || *p++ != ' ')
 			return MAILIMAP_ERROR_PARSE;
-		if (is_item(name, name_len, "UID")) {
+		if (imap_item_is(name, name_len, "UID")) {
 			if (!imap_eat_number(&p, end, &uid))
 				return MAILIMAP_ERROR_PARSE;
 			have_uid = true;
-		} else if (is_item(name, name_len, "RFC822.SIZE")) {
+		} else if (imap_item_is(name, name_len, "RFC822.SIZE")) {
 			if (!imap_eat_number(&p, end, &size))
 				return MAILIMAP_ERROR_PARSE;
 			have_size = true;

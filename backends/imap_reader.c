@@ -206,6 +206,21 @@ bool imap_eat_number(const char **p, const char *end, uint32_t *value)
 	return true;
 }
 
+size_t imap_item_name(const char *p, const char *end)
+{
+	const char *q = p;
+	int brackets = 0;
+
+	while (q < end && (brackets > 0 || (*q != ' ' && *q != ')'))) {
+		if (*q == '[')
+			brackets++;
+		else if (*q == ']' && brackets > 0)
+			brackets--;
+		q++;
+	}
+	return (size_t)(q - p);
+}
+
 bool imap_skip_value(const char **p, const char *end)
 {
 	const char *q = *p;

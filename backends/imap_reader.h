@@ -104,8 +104,20 @@ static inline bool imap_eat_word(const char **p, const char *end,
 	return true;
 }
 
+/* Whether the LEN octets at NAME are ITEM, case-insensitively. */
+static inline bool imap_item_is(const char *name, size_t len,
+				const char *item)
+{
+	return len == __builtin_strlen(item) &&
+	       imap_eat_word(&name, name + len, item);
+}
+
 /* A number of at most 32 bits. */
 bool imap_eat_number(const char **p, const char *end, uint32_t *value);
+
+/* The length of the FETCH item name at P, "BODY[]<0>" included: up to a
+ * space or ")" outside brackets.  P does not move. */
+size_t imap_item_name(const char *p, const char *end);
 
 /* One value: atom, number, NIL, quoted string or parenthesised list. */
 bool imap_skip_value(const char **p, const char *end);

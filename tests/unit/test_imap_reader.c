@@ -460,6 +460,17 @@ static void test_tokens(void **state)
 	assert_false(imap_eat_word(&p, s + 1, "OK")); /* past the end */
 	assert_ptr_equal(p, s);
 
+	/* Item names end at a space or ")" outside brackets only. */
+	s = "BODY[HEADER.FIELDS (A B)]<0> {5}";
+	assert_int_equal(imap_item_name(s, s + strlen(s)), 28);
+	s = "uid 7)";
+	assert_int_equal(imap_item_name(s, s + strlen(s)), 3);
+	assert_true(imap_item_is(s, 3, "UID"));
+	assert_false(imap_item_is(s, 3, "UIDX"));
+	assert_false(imap_item_is(s, 2, "UID"));
+	s = "RFC822.SIZE)";
+	assert_int_equal(imap_item_name(s, s + strlen(s)), 11);
+
 	s = "(a (b \"c) \\\"d\") e) rest";
 	p = s;
 	assert_true(imap_skip_value(&p, s + strlen(s)));
