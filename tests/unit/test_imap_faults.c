@@ -1063,6 +1063,13 @@ static void box_retr(struct box_session *bs, size_t i)
 	free(c.data);
 }
 
+/* RETR every message of the snapshot, in order, each checked. */
+static void box_retr_all(struct box_session *bs)
+{
+	for (size_t i = 0; i < bs->snap.count; i++)
+		box_retr(bs, i);
+}
+
 /* Log out; the server must have seen exactly its script. */
 static void box_close(struct box_session *bs)
 {
@@ -1178,8 +1185,7 @@ static void test_readahead_batches_small_runs(void **state)
 	box_open(&bs, box_mixed, sizeof(box_mixed) / sizeof(box_mixed[0]),
 		 sc_readahead_mixed);
 	assert_int_equal(bs.snap.count, 6);
-	for (size_t i = 0; i < bs.snap.count; i++)
-		box_retr(&bs, i);
+	box_retr_all(&bs);
 	box_close(&bs);
 }
 
@@ -1191,8 +1197,7 @@ static void test_readahead_count_cap(void **state)
 	for (unsigned i = 0; i < MANY_SMALL; i++)
 		box_many[i] = (struct upmsg) { .uid = i + 1, .size = 1000 + i };
 	box_open(&bs, box_many, MANY_SMALL, sc_readahead_count_cap);
-	for (size_t i = 0; i < bs.snap.count; i++)
-		box_retr(&bs, i);
+	box_retr_all(&bs);
 	box_close(&bs);
 }
 
@@ -1203,8 +1208,7 @@ static void test_readahead_budget_cap(void **state)
 	(void)state;
 	box_open(&bs, box_budget, sizeof(box_budget) / sizeof(box_budget[0]),
 		 sc_readahead_budget_cap);
-	for (size_t i = 0; i < bs.snap.count; i++)
-		box_retr(&bs, i);
+	box_retr_all(&bs);
 	box_close(&bs);
 }
 
@@ -1215,8 +1219,7 @@ static void test_readahead_no_falls_back(void **state)
 	(void)state;
 	box_open(&bs, box_three, sizeof(box_three) / sizeof(box_three[0]),
 		 sc_readahead_no);
-	for (size_t i = 0; i < bs.snap.count; i++)
-		box_retr(&bs, i);
+	box_retr_all(&bs);
 	box_close(&bs);
 }
 
@@ -1227,8 +1230,7 @@ static void test_readahead_skipped_body_falls_back(void **state)
 	(void)state;
 	box_open(&bs, box_three, sizeof(box_three) / sizeof(box_three[0]),
 		 sc_readahead_skipped_body);
-	for (size_t i = 0; i < bs.snap.count; i++)
-		box_retr(&bs, i);
+	box_retr_all(&bs);
 	box_close(&bs);
 }
 
