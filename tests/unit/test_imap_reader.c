@@ -314,9 +314,10 @@ static pid_t serve_literal(int lfd, bool tls, const char *data, size_t size)
 			_exit(2);
 		/* Records of every size, as a server's writes come. */
 		for (size_t at = 0, step = 1000; at < size; step += 7919) {
-			size_t n = size - at < step % 40000 + 1 ?
-				   size - at : step % 40000 + 1;
+			size_t n = step % 40000 + 1;
 
+			if (n > size - at)
+				n = size - at;
 			if (SSL_write(ssl, data + at, (int)n) != (int)n)
 				_exit(3);
 			at += n;
