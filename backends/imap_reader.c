@@ -144,7 +144,6 @@ static bool line_append(struct imap_reader *rd, const char *data, size_t len)
 		rd->line = malloc(rd->size);
 		if (rd->line == NULL)
 			return false;
-		rd->line_cap = rd->size;
 	}
 	memcpy(rd->line + rd->line_len, data, len);
 	rd->line_len += len;

@@ -43,7 +43,7 @@ struct imap_reader {
 	size_t size;
 	size_t start, end;     /* the octets of buf not taken yet */
 	char *line;            /* imap_reader_line()'s rebuilt line, or NULL */
-	size_t line_len, line_cap;
+	size_t line_len;       /* of line, whose room is size octets */
 };
 
 /* Set RD up to read from STREAM with a buffer of SIZE octets (one of the
