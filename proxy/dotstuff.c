@@ -9,6 +9,12 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+/* The AVX2 version is built wherever the compiler can target it for one
+ * function; DOTSTUFF_NO_AVX2 leaves it out (to test the other path). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(DOTSTUFF_NO_AVX2)
+#define DOTSTUFF_HAVE_AVX2 1
+#include <immintrin.h>
+#endif
 
 #include "dotstuff.h"
 
@@ -51,25 +57,56 @@ static size_t line_end_offset(const char *data, size_t len)
 }
 
 /*
- * Length of the longest prefix of DATA that goes out unchanged (every CR
- * followed by LF, every LF preceded by CR, no "." at a line start).  Mail
- * fetched over IMAP is almost all such octets: finding them 16 at a time
- * and copying them whole costs less than stopping at every line end.
- * An LF at offset 0 is never clean: it is bare, or the dropped half of a
- * CR that ended the previous piece.
+ * Copying the clean prefix.
+ *
+ * The longest prefix of DATA that goes out unchanged (every CR followed
+ * by LF, every LF preceded by CR, no "." at a line start) is copied to OUT
+ * while it is found, and its length returned.  Mail fetched over IMAP is
+ * almost all such octets, so this is where a RETR spends its time: one
+ * pass that loads each block once, judges it and stores it, rather than a
+ * scan and then a memcpy() of what it found.
+ *
+ * A block is stored before it is judged, so OUT may receive up to the end
+ * of the block past the returned length; the caller overwrites those
+ * octets and has room for LEN of them.  An LF at offset 0 is never clean:
+ * it is bare, or the dropped half of a CR that ended the previous piece.
+ * Each octet is judged with the one before it, so a CR without its LF
+ * shows up on the next octet and the prefix ends before the CR.
  */
-static size_t clean_prefix(const char *data, size_t len, bool at_line_start)
+typedef size_t copy_clean_fn(char *out, const char *data, size_t len,
+			     bool at_line_start);
+
+/* Whether DATA[I] ends the clean prefix (I > 0), and where it then ends. */
+#define NOT_CLEAN(data, i) \
+	(((data)[i] == '\n') != ((data)[(i) - 1] == '\r') || \
+	 ((data)[i] == '.' && (data)[(i) - 1] == '\n'))
+#define CLEAN_END(data, i) ((data)[(i) - 1] == '\r' ? (i) - 1 : (i))
+
+/* Octet by octet from I: the tail of both versions. */
+static size_t copy_clean_tail(char *out, const char *data, size_t len,
+			      size_t i)
+{
+	for (; i < len; i++) {
+		out[i] = data[i];
+		if (NOT_CLEAN(data, i))
+			return CLEAN_END(data, i);
+	}
+	return CLEAN_END(data, len);
+}
+
+/* 16 octets at a time where SSE2 is there (every x86-64), else one. */
+static size_t copy_clean_generic(char *out, const char *data, size_t len,
+			      bool at_line_start)
 {
 	size_t i = 1;
 
 	if (len == 0 || data[0] == '\n' || (data[0] == '.' && at_line_start))
 		return 0;
+	out[0] = data[0];
 #ifdef __SSE2__
 	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n'),
 		dot = _mm_set1_epi8('.');
 
-	/* Each octet is judged with the one before it, so a CR without its
-	 * LF shows up on the next octet and the prefix ends before the CR. */
 	for (; i + 16 <= len; i += 16) {
 		__m128i prev = _mm_loadu_si128((const __m128i *)(data + i - 1));
 		__m128i v = _mm_loadu_si128((const __m128i *)(data + i));
@@ -80,37 +117,79 @@ static size_t clean_prefix(const char *data, size_t len, bool at_line_start)
 				      _mm_cmpeq_epi8(prev, lf)));
 		int mask = _mm_movemask_epi8(bad);
 
+		_mm_storeu_si128((__m128i *)(out + i), v);
 		if (mask != 0) {
 			i += (size_t)__builtin_ctz((unsigned)mask);
-			return data[i - 1] == '\r' ? i - 1 : i;
+			return CLEAN_END(data, i);
 		}
 	}
 #endif
-	for (; i < len; i++) {
-		if ((data[i] == '\n') != (data[i - 1] == '\r') ||
-		    (data[i] == '.' && data[i - 1] == '\n'))
-			return data[i - 1] == '\r' ? i - 1 : i;
+	return copy_clean_tail(out, data, len, i);
+}
+
+#ifdef DOTSTUFF_HAVE_AVX2
+/* The same, 32 octets at a time: about twice the speed where the CPU has
+ * AVX2, chosen at run time so one binary runs everywhere. */
+__attribute__((target("avx2")))
+static size_t copy_clean_avx2(char *out, const char *data, size_t len,
+			      bool at_line_start)
+{
+	size_t i = 1;
+
+	if (len == 0 || data[0] == '\n' || (data[0] == '.' && at_line_start))
+		return 0;
+	out[0] = data[0];
+
+	const __m256i cr = _mm256_set1_epi8('\r'),
+		lf = _mm256_set1_epi8('\n'), dot = _mm256_set1_epi8('.');
+
+	for (; i + 32 <= len; i += 32) {
+		__m256i prev = _mm256_loadu_si256(
+			(const __m256i *)(data + i - 1));
+		__m256i v = _mm256_loadu_si256((const __m256i *)(data + i));
+		__m256i bad = _mm256_or_si256(
+			_mm256_xor_si256(_mm256_cmpeq_epi8(v, lf),
+					 _mm256_cmpeq_epi8(prev, cr)),
+			_mm256_and_si256(_mm256_cmpeq_epi8(v, dot),
+					 _mm256_cmpeq_epi8(prev, lf)));
+		unsigned mask = (unsigned)_mm256_movemask_epi8(bad);
+
+		_mm256_storeu_si256((__m256i *)(out + i), v);
+		if (mask != 0) {
+			i += (size_t)__builtin_ctz(mask);
+			return CLEAN_END(data, i);
+		}
 	}
-	return data[len - 1] == '\r' ? len - 1 : len;
+	return copy_clean_tail(out, data, len, i);
+}
+#endif
+
+static copy_clean_fn *copy_clean_choose(void)
+{
+#ifdef DOTSTUFF_HAVE_AVX2
+	if (__builtin_cpu_supports("avx2"))
+		return copy_clean_avx2;
+#endif
+	return copy_clean_generic;
 }
 
 /*
  * The hot loop of every RETR, writing straight into the output buffer:
- * clean stretches (usually the whole slice) in one copy, and from an octet
- * that needs work, one line at a time.
+ * clean stretches (usually the whole slice) copied as they are found, and
+ * from an octet that needs work, one line at a time.
  */
-static size_t stuff_slice(struct dotstuff *ds, char *out, const char *data,
-			  size_t len)
+static size_t stuff_slice(struct dotstuff *ds, copy_clean_fn *copy_clean,
+			  char *out, const char *data, size_t len)
 {
 	char *o = out;
 	size_t i = 0;
 
 	while (i < len) {
-		size_t n = clean_prefix(data + i, len - i, ds->at_line_start);
+		size_t n = copy_clean(o, data + i, len - i,
+				      ds->at_line_start);
 		size_t run;
 
 		if (n > 0) {
-			memcpy(o, data + i, n);
 			o += n;
 			i += n;
 			ds->at_line_start = data[i - 1] == '\n';
@@ -153,13 +232,16 @@ static size_t stuff_slice(struct dotstuff *ds, char *out, const char *data,
 int dotstuff_write(struct dotstuff *ds, struct outbuf *ob,
 		   const char *data, size_t len)
 {
+	copy_clean_fn *copy_clean = copy_clean_choose();
+
 	while (len > 0) {
 		size_t slice = len < DOTSTUFF_SLICE ? len : DOTSTUFF_SLICE;
 		char *out = outbuf_reserve(ob, 2 * slice);
 
 		if (out == NULL)
 			return -1;
-		outbuf_commit(ob, stuff_slice(ds, out, data, slice));
+		outbuf_commit(ob, stuff_slice(ds, copy_clean, out, data,
+						 slice));
 		data += slice;
 		len -= slice;
 	}
