@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -36,6 +37,10 @@
 /* After drain_time, sessions get this much more to finish an UPDATE they
  * are in before they are killed. */
 #define STOP_GRACE_EXTRA_MS 5000
+/* Above every buffer a session allocates again and again; a free heap top
+ * larger than the trim threshold still goes back to the kernel. */
+#define SESSION_MMAP_THRESHOLD (1024 * 1024)
+#define SESSION_TRIM_THRESHOLD (4 * 1024 * 1024)
 
 struct listen_socket {
 	int fd;
@@ -239,6 +244,14 @@ static void run_child(struct daemon *d, const struct listen_socket *ls,
 	};
 	sigset_t blocked;
 
+	/* A session's buffers (a quarter-megabyte body reader per RETR,
+	 * the output buffer) are freed and allocated again command after
+	 * command.  By default glibc gives such memory back to the kernel
+	 * when it is freed and the next RETR faults every page in afresh,
+	 * zeroed: about a megabyte per session.  A session process is short
+	 * and its exit returns everything, so it keeps what it freed. */
+	mallopt(M_MMAP_THRESHOLD, SESSION_MMAP_THRESHOLD);
+	mallopt(M_TRIM_THRESHOLD, SESSION_TRIM_THRESHOLD);
 	close_listeners(d);
 	close(signal_pipe[0]);
 	close(signal_pipe[1]);
