@@ -73,36 +73,20 @@ static size_t line_end_offset(const char *data, size_t len)
  * Each octet is judged with the one before it, so a CR without its LF
  * shows up on the next octet and the prefix ends before the CR.
  */
-typedef size_t copy_clean_fn(char *out, const char *data, size_t len,
-			     bool at_line_start);
+typedef size_t copy_blocks_fn(char *out, const char *data, size_t len);
 
-/* Whether DATA[I] ends the clean prefix (I > 0), and where it then ends. */
-#define NOT_CLEAN(data, i) \
-	(((data)[i] == '\n') != ((data)[(i) - 1] == '\r') || \
-	 ((data)[i] == '.' && (data)[(i) - 1] == '\n'))
-#define CLEAN_END(data, i) ((data)[(i) - 1] == '\r' ? (i) - 1 : (i))
+/*
+ * The block loops: from offset 1, whole blocks are judged and copied
+ * until one holds an octet that may end the prefix.  Each returns where
+ * the octet-by-octet check must go on: that octet, or the tail after the
+ * last whole block.
+ */
 
-/* Octet by octet from I: the tail of both versions. */
-static size_t copy_clean_tail(char *out, const char *data, size_t len,
-			      size_t i)
-{
-	for (; i < len; i++) {
-		out[i] = data[i];
-		if (NOT_CLEAN(data, i))
-			return CLEAN_END(data, i);
-	}
-	return CLEAN_END(data, len);
-}
-
-/* 16 octets at a time where SSE2 is there (every x86-64), else one. */
-static size_t copy_clean_generic(char *out, const char *data, size_t len,
-			      bool at_line_start)
+/* 16 octets at a time where SSE2 is there (every x86-64), else none. */
+static size_t copy_blocks_generic(char *out, const char *data, size_t len)
 {
 	size_t i = 1;
 
-	if (len == 0 || data[0] == '\n' || (data[0] == '.' && at_line_start))
-		return 0;
-	out[0] = data[0];
 #ifdef __SSE2__
 	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n'),
 		dot = _mm_set1_epi8('.');
@@ -118,30 +102,26 @@ static size_t copy_clean_generic(char *out, const char *data, size_t len,
 		int mask = _mm_movemask_epi8(bad);
 
 		_mm_storeu_si128((__m128i *)(out + i), v);
-		if (mask != 0) {
-			i += (size_t)__builtin_ctz((unsigned)mask);
-			return CLEAN_END(data, i);
-		}
+		if (mask != 0)
+			return i + (size_t)__builtin_ctz((unsigned)mask);
 	}
+#else
+	(void)out;
+	(void)data;
+	(void)len;
 #endif
-	return copy_clean_tail(out, data, len, i);
+	return i;
 }
 
 #ifdef DOTSTUFF_HAVE_AVX2
-/* The same, 32 octets at a time: about twice the speed where the CPU has
- * AVX2, chosen at run time so one binary runs everywhere. */
+/* 32 octets at a time: about twice the speed where the CPU has AVX2,
+ * chosen at run time so one binary runs everywhere. */
 __attribute__((target("avx2")))
-static size_t copy_clean_avx2(char *out, const char *data, size_t len,
-			      bool at_line_start)
+static size_t copy_blocks_avx2(char *out, const char *data, size_t len)
 {
-	size_t i = 1;
-
-	if (len == 0 || data[0] == '\n' || (data[0] == '.' && at_line_start))
-		return 0;
-	out[0] = data[0];
-
 	const __m256i cr = _mm256_set1_epi8('\r'),
 		lf = _mm256_set1_epi8('\n'), dot = _mm256_set1_epi8('.');
+	size_t i = 1;
 
 	for (; i + 32 <= len; i += 32) {
 		__m256i prev = _mm256_loadu_si256(
@@ -155,22 +135,40 @@ static size_t copy_clean_avx2(char *out, const char *data, size_t len,
 		unsigned mask = (unsigned)_mm256_movemask_epi8(bad);
 
 		_mm256_storeu_si256((__m256i *)(out + i), v);
-		if (mask != 0) {
-			i += (size_t)__builtin_ctz(mask);
-			return CLEAN_END(data, i);
-		}
+		if (mask != 0)
+			return i + (size_t)__builtin_ctz(mask);
 	}
-	return copy_clean_tail(out, data, len, i);
+	return i;
 }
 #endif
 
-static copy_clean_fn *copy_clean_choose(void)
+static copy_blocks_fn *copy_blocks_choose(void)
 {
 #ifdef DOTSTUFF_HAVE_AVX2
 	if (__builtin_cpu_supports("avx2"))
-		return copy_clean_avx2;
+		return copy_blocks_avx2;
 #endif
-	return copy_clean_generic;
+	return copy_blocks_generic;
+}
+
+/* The clean prefix of DATA copied to OUT, with BLOCKS for the bulk; its
+ * length.  A CR ends the prefix only once the octet after it is known. */
+static size_t copy_clean(copy_blocks_fn *blocks, char *out, const char *data,
+			 size_t len, bool at_line_start)
+{
+	size_t i;
+
+	if (len == 0 || data[0] == '\n' || (data[0] == '.' && at_line_start))
+		return 0;
+	out[0] = data[0];
+	for (i = blocks(out, data, len); i < len; i++) {
+		bool lf = data[i] == '\n', after_cr = data[i - 1] == '\r';
+
+		out[i] = data[i];
+		if (lf != after_cr || (data[i] == '.' && data[i - 1] == '\n'))
+			return after_cr ? i - 1 : i;
+	}
+	return data[len - 1] == '\r' ? len - 1 : len;
 }
 
 /*
@@ -178,14 +176,14 @@ static copy_clean_fn *copy_clean_choose(void)
  * clean stretches (usually the whole slice) copied as they are found, and
  * from an octet that needs work, one line at a time.
  */
-static size_t stuff_slice(struct dotstuff *ds, copy_clean_fn *copy_clean,
+static size_t stuff_slice(struct dotstuff *ds, copy_blocks_fn *blocks,
 			  char *out, const char *data, size_t len)
 {
 	char *o = out;
 	size_t i = 0;
 
 	while (i < len) {
-		size_t n = copy_clean(o, data + i, len - i,
+		size_t n = copy_clean(blocks, o, data + i, len - i,
 				      ds->at_line_start);
 		size_t run;
 
@@ -232,7 +230,7 @@ static size_t stuff_slice(struct dotstuff *ds, copy_clean_fn *copy_clean,
 int dotstuff_write(struct dotstuff *ds, struct outbuf *ob,
 		   const char *data, size_t len)
 {
-	copy_clean_fn *copy_clean = copy_clean_choose();
+	copy_blocks_fn *blocks = copy_blocks_choose();
 
 	while (len > 0) {
 		size_t slice = len < DOTSTUFF_SLICE ? len : DOTSTUFF_SLICE;
@@ -240,7 +238,7 @@ int dotstuff_write(struct dotstuff *ds, struct outbuf *ob,
 
 		if (out == NULL)
 			return -1;
-		outbuf_commit(ob, stuff_slice(ds, copy_clean, out, data,
+		outbuf_commit(ob, stuff_slice(ds, blocks, out, data,
 						 slice));
 		data += slice;
 		len -= slice;
