@@ -247,11 +247,13 @@ static void run_child(struct daemon *d, const struct listen_socket *ls,
 	/* A session's buffers (a quarter-megabyte body reader per RETR,
 	 * the output buffer) are freed and allocated again command after
 	 * command.  By default glibc gives such memory back to the kernel
-	 * when it is freed and the next RETR faults every page in afresh,
-	 * zeroed: about a megabyte per session.  A session process is short
-	 * and its exit returns everything, so it keeps what it freed. */
+	 * when it is freed, and the next RETR faults its pages in again,
+	 * zeroed.  A session process is short and its exit returns
+	 * everything, so it keeps what it freed. */
+#if defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
 	mallopt(M_MMAP_THRESHOLD, SESSION_MMAP_THRESHOLD);
 	mallopt(M_TRIM_THRESHOLD, SESSION_TRIM_THRESHOLD);
+#endif
 	close_listeners(d);
 	close(signal_pipe[0]);
 	close(signal_pipe[1]);
