@@ -93,6 +93,8 @@ static const struct config_key schema[] = {
 	  1, 100000, NULL, false },
 	{ SEC_DAEMON, "drain_time", VAL_DURATION, CFG(drain_time_ms),
 	  0, DAY, NULL, false },
+	{ SEC_DAEMON, "sessions_per_process", VAL_UINT,
+	  CFG(sessions_per_process), 1, 100000, NULL, false },
 	{ SEC_DAEMON, "log_level", VAL_ENUM, CFG(log_level), 0, 0,
 	  log_level_names, false },
 
@@ -596,6 +598,7 @@ static void set_defaults(struct pg_config *cfg)
 {
 	cfg->max_connections = 1000;
 	cfg->drain_time_ms = 30 * SEC;
+	cfg->sessions_per_process = 1;
 	cfg->log_level = PG_LOG_INFO;
 	cfg->tls.profile = TLS_PROFILE_MODERN;
 	cfg->upstream.tls = UPSTREAM_TLS_IMPLICIT;

@@ -47,6 +47,8 @@ struct pg_config {
 	char *user;                 /* drop privileges to this user; NULL: stay */
 	unsigned max_connections;   /* default 1000 */
 	uint64_t drain_time_ms;     /* default 30 s */
+	/* Sessions one process serves one after another; default 1. */
+	unsigned sessions_per_process;
 	enum log_level log_level;
 
 	struct listener_config *listeners;

@@ -41,10 +41,14 @@
  * larger than the trim threshold still goes back to the kernel. */
 #define SESSION_MMAP_THRESHOLD (1024 * 1024)
 #define SESSION_TRIM_THRESHOLD (4 * 1024 * 1024)
+/* With sessions_per_process > 1, a process left without a client this
+ * long exits, so the processes of a burst do not linger. */
+#define REUSE_IDLE_MS 10000
 
 struct listen_socket {
 	int fd;
 	const struct listener_config *config;
+	size_t n_idle;  /* session processes waiting for a client here */
 };
 
 struct daemon {
@@ -53,8 +57,31 @@ struct daemon {
 	SSL_CTX *upstream_tls_ctx;  /* NULL: the upstream has no TLS */
 	struct listen_socket *sockets;
 	size_t n_sockets;
-	pid_t *children;
+	struct child *children;
 	size_t n_children;
+	/*
+	 * With sessions_per_process > 1 only.  The master holds the write end
+	 * of accepting_pipe until it stops accepting; a session process
+	 * waiting for its next client holds the read end and sees it close.
+	 * Such a process reports on idle_pipe when it starts and stops
+	 * waiting, and while any does, the master leaves the listeners to
+	 * them: it would otherwise fork, or refuse a client at
+	 * max_connections, while a process sat idle.
+	 */
+	int accepting_pipe[2];
+	int idle_pipe[2];
+};
+
+struct child {
+	pid_t pid;
+	size_t listener;  /* index in sockets of the listener it serves */
+	bool idle;        /* waiting there for its next client */
+};
+
+/* What a session process writes on idle_pipe: one write, so atomic. */
+struct idle_note {
+	pid_t pid;
+	int idle;
 };
 
 static int signal_pipe[2] = { -1, -1 };
@@ -111,9 +138,9 @@ static int add_socket(struct daemon *d, int fd,
 	if (grown == NULL)
 		return -1;
 	d->sockets = grown;
-	d->sockets[d->n_sockets].fd = fd;
-	d->sockets[d->n_sockets].config = l;
-	d->n_sockets++;
+	d->sockets[d->n_sockets++] = (struct listen_socket) {
+		.fd = fd, .config = l,
+	};
 	return 0;
 }
 
@@ -230,7 +257,81 @@ static void close_listeners(struct daemon *d)
 	d->n_sockets = 0;
 }
 
-/* In the new session process: never returns. */
+/* Tell the master whether this process waits for a client.  The write
+ * never blocks; the master reads at once, and the pipe holds thousands
+ * of notes. */
+static void note_idle(int idle_fd, bool idle)
+{
+	struct idle_note note = { getpid(), idle };
+
+	(void)!write(idle_fd, &note, sizeof(note));
+}
+
+/*
+ * The next client for a session process that may serve more than one:
+ * a descriptor accepted from LISTEN_FD, or -1 when the process should
+ * exit instead (asked to stop, the master stopped accepting, or no client
+ * came for REUSE_IDLE_MS).  Other processes wait on the same socket; one
+ * that loses the race for a connection simply waits again.
+ */
+static int wait_client(int listen_fd, int accepting_fd,
+		       const sigset_t *wait_mask,
+		       struct sockaddr_storage *peer, socklen_t *peer_len)
+{
+	uint64_t deadline = monotime_ms() + REUSE_IDLE_MS;
+
+	while (!child_stop_requested) {
+		struct pollfd pfds[2] = {
+			{ .fd = listen_fd, .events = POLLIN },
+			{ .fd = accepting_fd, .events = POLLIN },
+		};
+		uint64_t left = monotime_left_ms(deadline);
+		struct timespec ts = {
+			.tv_sec = (time_t)(left / 1000),
+			.tv_nsec = (long)(left % 1000) * 1000000,
+		};
+		int n, fd;
+
+		if (left == 0)
+			return -1;
+		/* SIGTERM is let through only while waiting here. */
+		n = ppoll(pfds, 2, &ts, wait_mask);
+		if (n < 0 && errno != EINTR)
+			return -1;
+		if (n <= 0)
+			continue;
+		if (pfds[1].revents != 0)
+			return -1;
+		*peer_len = sizeof(*peer);
+		fd = accept4(listen_fd, (struct sockaddr *)peer, peer_len,
+			     SOCK_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+	}
+	return -1;
+}
+
+static int next_client(const struct daemon *d, int listen_fd,
+		       const sigset_t *wait_mask,
+		       struct sockaddr_storage *peer, socklen_t *peer_len)
+{
+	int fd;
+
+	note_idle(d->idle_pipe[1], true);
+	fd = wait_client(listen_fd, d->accepting_pipe[0], wait_mask, peer,
+			 peer_len);
+	note_idle(d->idle_pipe[1], false);
+	return fd;
+}
+
+/*
+ * In the new session process: never returns.  It serves FD, then, when
+ * sessions_per_process allows more, the clients it accepts itself from
+ * the same listener, one after another.  Each session frees everything
+ * it allocated and wipes the secrets it held, but whatever else a
+ * session left in freed memory is in the process the next user's session
+ * runs in: the reason the default is one session per process.
+ */
 static void run_child(struct daemon *d, const struct listen_socket *ls,
 		      int fd, const struct sockaddr_storage *peer,
 		      socklen_t peer_len, const sigset_t *orig_mask)
@@ -242,6 +343,8 @@ static void run_child(struct daemon *d, const struct listen_socket *ls,
 		.upstream_tls_ctx = d->upstream_tls_ctx,
 		.stop_requested = &child_stop_requested,
 	};
+	unsigned more = d->cfg->sessions_per_process - 1;
+	int listen_fd = -1;
 	sigset_t blocked;
 
 	/* A session's buffers (a quarter-megabyte body reader per RETR,
@@ -254,6 +357,11 @@ static void run_child(struct daemon *d, const struct listen_socket *ls,
 	mallopt(M_MMAP_THRESHOLD, SESSION_MMAP_THRESHOLD);
 	mallopt(M_TRIM_THRESHOLD, SESSION_TRIM_THRESHOLD);
 #endif
+	if (more > 0 && d->accepting_pipe[0] >= 0) {
+		listen_fd = fcntl(ls->fd, F_DUPFD_CLOEXEC, 0);
+		close(d->accepting_pipe[1]);
+		close(d->idle_pipe[0]);
+	}
 	close_listeners(d);
 	close(signal_pipe[0]);
 	close(signal_pipe[1]);
@@ -270,6 +378,17 @@ static void run_child(struct daemon *d, const struct listen_socket *ls,
 	sigprocmask(SIG_SETMASK, &blocked, NULL);
 
 	client_run(&params, fd, (const struct sockaddr *)peer, peer_len);
+	for (; more > 0 && listen_fd >= 0; more--) {
+		struct sockaddr_storage next_peer;
+		socklen_t next_len;
+
+		fd = next_client(d, listen_fd, &params.wait_sigmask,
+				 &next_peer, &next_len);
+		if (fd < 0)
+			break;
+		client_run(&params, fd, (const struct sockaddr *)&next_peer,
+			   next_len);
+	}
 	_exit(0);
 }
 
@@ -279,7 +398,8 @@ static void accept_clients(struct daemon *d, const struct listen_socket *ls)
 		struct sockaddr_storage peer;
 		socklen_t peer_len = sizeof(peer);
 		sigset_t all, orig;
-		pid_t *grown, pid;
+		struct child *grown;
+		pid_t pid;
 		int fd;
 
 		fd = accept4(ls->fd, (struct sockaddr *)&peer, &peer_len,
@@ -324,14 +444,51 @@ static void accept_clients(struct daemon *d, const struct listen_socket *ls)
 				  strerror(errno));
 			continue;
 		}
-		d->children[d->n_children++] = pid;
+		d->children[d->n_children++] = (struct child) {
+			.pid = pid, .listener = (size_t)(ls - d->sockets),
+		};
+	}
+}
+
+static void close_pipe(int fds[2])
+{
+	for (int i = 0; i < 2; i++) {
+		if (fds[i] >= 0)
+			close(fds[i]);
+		fds[i] = -1;
+	}
+}
+
+/* Take the idle notes the session processes wrote. */
+static void read_idle_notes(struct daemon *d)
+{
+	struct idle_note notes[64];
+	ssize_t n;
+
+	while ((n = read(d->idle_pipe[0], notes, sizeof(notes))) > 0) {
+		for (size_t k = 0; k < (size_t)n / sizeof(notes[0]); k++) {
+			for (size_t i = 0; i < d->n_children; i++) {
+				struct child *c = &d->children[i];
+
+				if (c->pid != notes[k].pid ||
+				    c->idle == (notes[k].idle != 0))
+					continue;
+				c->idle = notes[k].idle != 0;
+				if (c->idle)
+					d->sockets[c->listener].n_idle++;
+				else
+					d->sockets[c->listener].n_idle--;
+			}
+		}
 	}
 }
 
 static void forget_child(struct daemon *d, pid_t pid)
 {
 	for (size_t i = 0; i < d->n_children; i++) {
-		if (d->children[i] == pid) {
+		if (d->children[i].pid == pid) {
+			if (d->children[i].idle)
+				d->sockets[d->children[i].listener].n_idle--;
 			d->children[i] = d->children[--d->n_children];
 			return;
 		}
@@ -383,7 +540,7 @@ static void wait_children(struct daemon *d, uint64_t deadline)
 static void signal_children(struct daemon *d, int sig)
 {
 	for (size_t i = 0; i < d->n_children; i++)
-		kill(d->children[i], sig);
+		kill(d->children[i].pid, sig);
 }
 
 static void stop(struct daemon *d)
@@ -395,6 +552,8 @@ static void stop(struct daemon *d)
 		 (int)stop_signal, d->n_children,
 		 (unsigned long long)d->cfg->drain_time_ms);
 	close_listeners(d);
+	/* Processes waiting for another client exit now. */
+	close_pipe(d->accepting_pipe);
 	wait_children(d, monotime_ms() + d->cfg->drain_time_ms);
 	if (d->n_children == 0)
 		return;
@@ -410,18 +569,26 @@ static void stop(struct daemon *d)
 
 static int serve(struct daemon *d)
 {
-	struct pollfd *pfds = calloc(d->n_sockets + 1, sizeof(*pfds));
+	size_t n_fds = d->n_sockets + 2;
+	struct pollfd *pfds = calloc(n_fds, sizeof(*pfds));
 
 	if (pfds == NULL)
 		return -1;
 	pfds[0].fd = signal_pipe[0];
 	pfds[0].events = POLLIN;
-	for (size_t i = 0; i < d->n_sockets; i++) {
-		pfds[i + 1].fd = d->sockets[i].fd;
-		pfds[i + 1].events = POLLIN;
-	}
+	pfds[n_fds - 1].fd = d->idle_pipe[0];  /* -1 (ignored) when unused */
+	pfds[n_fds - 1].events = POLLIN;
 	while (!stop_signal) {
-		int n = poll(pfds, d->n_sockets + 1, -1);
+		int n;
+
+		/* A listener with a process waiting on it is left to that. */
+		for (size_t i = 0; i < d->n_sockets; i++) {
+			pfds[i + 1].fd = d->sockets[i].n_idle > 0 ? -1 :
+				d->sockets[i].fd;
+			pfds[i + 1].events = POLLIN;
+			pfds[i + 1].revents = 0;
+		}
+		n = poll(pfds, n_fds, -1);
 
 		if (n < 0 && errno != EINTR) {
 			log_error("event=poll_failed error=\"%s\"",
@@ -434,6 +601,8 @@ static int serve(struct daemon *d)
 		if (pfds[0].revents != 0)
 			drain_signal_pipe();
 		reap_children(d);
+		if (pfds[n_fds - 1].revents != 0)
+			read_idle_notes(d);
 		for (size_t i = 0; i < d->n_sockets && !stop_signal; i++) {
 			if (pfds[i + 1].revents != 0)
 				accept_clients(d, &d->sockets[i]);
@@ -456,7 +625,9 @@ static int setup_signals(void)
 
 int daemon_run(const struct pg_config *cfg)
 {
-	struct daemon d = { .cfg = cfg };
+	struct daemon d = {
+		.cfg = cfg, .accepting_pipe = { -1, -1 }, .idle_pipe = { -1, -1 },
+	};
 	int ret = POPGATE_EXIT_STARTUP;
 	char err[512];
 
@@ -509,8 +680,15 @@ int daemon_run(const struct pg_config *cfg)
 	}
 	if (drop_privileges(cfg->user) < 0)
 		goto out;
-	log_info("event=started pid=%ld max_connections=%u", (long)getpid(),
-		 cfg->max_connections);
+	if (cfg->sessions_per_process > 1 &&
+	    (pipe2(d.accepting_pipe, O_CLOEXEC) < 0 ||
+	     pipe2(d.idle_pipe, O_CLOEXEC | O_NONBLOCK) < 0)) {
+		log_error("event=startup_failed error=\"%s\"", strerror(errno));
+		goto out;
+	}
+	log_info("event=started pid=%ld max_connections=%u "
+		 "sessions_per_process=%u", (long)getpid(),
+		 cfg->max_connections, cfg->sessions_per_process);
 	if (cfg->upstream.tls != UPSTREAM_TLS_NONE && !cfg->upstream.verify)
 		log_warn("event=upstream_verify_disabled host=%s "
 			 "msg=\"the upstream certificate is not verified\"",
@@ -530,6 +708,8 @@ int daemon_run(const struct pg_config *cfg)
 	log_info("event=stopped");
 out:
 	close_listeners(&d);
+	close_pipe(d.accepting_pipe);
+	close_pipe(d.idle_pipe);
 	free(d.sockets);
 	free(d.children);
 	tls_server_ctx_free(d.tls_ctx);

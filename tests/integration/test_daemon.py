@@ -51,6 +51,7 @@ def test_config_check_rejects_unknown_key_with_line(tmp_path, sandbox):
     ("pop3", "max_command_size", "39"),
     ("pop3", "login_type", '"sometimes"'),
     ("daemon", "drain_time", '"30 seconds"'),
+    ("daemon", "sessions_per_process", "0"),
     ("upstream", "tls", '"maybe"'),
 ])
 def test_config_check_rejects_bad_values(tmp_path, sandbox, group, key, value):
@@ -258,3 +259,54 @@ def test_runs_as_configured_user(user, popgate):
         for pid in [popgate.proc.pid] + sessions:
             assert process_uids(pid) == {nobody}, pid
         c.ok("QUIT")
+
+
+def waiting_for_client(pid):
+    """Whether session process PID sleeps in poll() (after its session:
+    waiting for the next client)."""
+    try:
+        with open("/proc/%d/wchan" % pid) as f:
+            return "poll" in f.read()
+    except OSError:
+        return False
+
+
+def test_sessions_per_process_serves_users_in_turn(user, make_user,
+                                                   make_popgate):
+    """daemon.sessions_per_process: a process, once its client is gone,
+    serves the next one, each user seeing only their own mailbox; while
+    it waits, max_connections does not refuse the client it is there
+    for; it stops at the limit, and SIGTERM ends it at once."""
+    other = make_user()
+    user.fill(five())
+    other.fill(five()[:2])
+    pg = make_popgate({"daemon": {"sessions_per_process": 3,
+                                  "max_connections": 1,
+                                  "drain_time": "20s"}})
+    pids = []
+    for n, (u, count) in enumerate([(user, 5), (other, 2), (user, 5),
+                                    (other, 2)]):
+        with RawPOP3(pg.host, pg.port) as c:
+            assert c.greeting.startswith(b"+OK"), (n, c.greeting)
+            c.login(u.name, u.password)
+            assert c.cmd("STAT").startswith(b"+OK %d " % count)
+            pids.append(child_pids(pg.proc.pid))
+            c.ok("QUIT")
+            assert c.at_eof()
+        assert pg.wait_log(r"(?s)(event=disconnect.*){%d}" % (n + 1)), pg.log()
+        if n == 2:
+            continue  # the third session was the first process's last
+        deadline = time.monotonic() + 5
+        while not all(waiting_for_client(p) for p in pids[-1]):
+            assert time.monotonic() < deadline, "no process waits"
+            time.sleep(0.01)
+    assert all(len(p) == 1 for p in pids), pids
+    assert pids[0] == pids[1] == pids[2] != pids[3], pids
+    logins = pg.log_lines("login")
+    assert len(logins) == 4
+    # The process of the fourth session waits for a fifth: SIGTERM
+    # ends it without waiting for drain_time.
+    started = time.monotonic()
+    pg.signal(signal.SIGTERM)
+    assert pg.wait(10) == 0, pg.log()
+    assert time.monotonic() - started < 5

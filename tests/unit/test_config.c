@@ -114,6 +114,7 @@ static void test_minimal_and_defaults(void **state)
 	assert_null(cfg->user);
 	assert_int_equal(cfg->max_connections, 1000);
 	assert_int_equal(cfg->drain_time_ms, 30000);
+	assert_int_equal(cfg->sessions_per_process, 1);
 	assert_int_equal(cfg->log_level, PG_LOG_INFO);
 	assert_int_equal(cfg->n_listeners, 1);
 	assert_string_equal(cfg->listeners[0].address, "127.0.0.1");
@@ -156,7 +157,8 @@ static void test_every_key(void **state)
 
 	snprintf(text, sizeof(text),
 		 "daemon = { user = \"nobody\"; max_connections = 20;\n"
-		 "  drain_time = \"5s\"; log_level = \"debug\"; };\n"
+		 "  drain_time = \"5s\"; log_level = \"debug\";\n"
+		 "  sessions_per_process = 50; };\n"
 		 "listen = ( { address = \"::1\"; port = 1995; tls = true; },\n"
 		 "  { address = \"127.0.0.1\"; } );\n"
 		 "tls = { certificate = \"%s\"; profile = \"legacy\";\n"
@@ -178,6 +180,7 @@ static void test_every_key(void **state)
 	assert_string_equal(cfg->user, "nobody");
 	assert_int_equal(cfg->max_connections, 20);
 	assert_int_equal(cfg->drain_time_ms, 5000);
+	assert_int_equal(cfg->sessions_per_process, 50);
 	assert_int_equal(cfg->log_level, PG_LOG_DEBUG);
 	assert_int_equal(cfg->n_listeners, 2);
 	assert_string_equal(cfg->listeners[0].address, "::1");
