@@ -551,9 +551,15 @@ static void stop(struct daemon *d)
 	log_info("event=stopping signal=%d sessions=%zu drain_ms=%llu",
 		 (int)stop_signal, d->n_children,
 		 (unsigned long long)d->cfg->drain_time_ms);
-	close_listeners(d);
 	/* Processes waiting for another client exit now. */
 	close_pipe(d->accepting_pipe);
+	/* A session process that may serve more than one session holds the
+	 * listening sockets too: shut them down rather than only close our
+	 * descriptors, so new clients are refused now, not left queued until
+	 * the last such process is gone. */
+	for (size_t i = 0; i < d->n_sockets; i++)
+		(void)shutdown(d->sockets[i].fd, SHUT_RD);
+	close_listeners(d);
 	wait_children(d, monotime_ms() + d->cfg->drain_time_ms);
 	if (d->n_children == 0)
 		return;

@@ -276,7 +276,8 @@ def test_sessions_per_process_serves_users_in_turn(user, make_user,
     """daemon.sessions_per_process: a process, once its client is gone,
     serves the next one, each user seeing only their own mailbox; while
     it waits, max_connections does not refuse the client it is there
-    for; it stops at the limit, and SIGTERM ends it at once."""
+    for; it stops at the limit; and a stop refuses new clients at once
+    and ends it once its session is over."""
     other = make_user()
     user.fill(five())
     other.fill(five()[:2])
@@ -294,19 +295,33 @@ def test_sessions_per_process_serves_users_in_turn(user, make_user,
             c.ok("QUIT")
             assert c.at_eof()
         assert pg.wait_log(r"(?s)(event=disconnect.*){%d}" % (n + 1)), pg.log()
-        if n == 2:
-            continue  # the third session was the first process's last
+        # After its third session the first process exits, and counts
+        # towards max_connections until it is reaped; otherwise it waits.
         deadline = time.monotonic() + 5
-        while not all(waiting_for_client(p) for p in pids[-1]):
-            assert time.monotonic() < deadline, "no process waits"
+        while not (child_pids(pg.proc.pid) == [] if n == 2 else
+                   all(waiting_for_client(p) for p in pids[-1])):
+            assert time.monotonic() < deadline, child_pids(pg.proc.pid)
             time.sleep(0.01)
     assert all(len(p) == 1 for p in pids), pids
     assert pids[0] == pids[1] == pids[2] != pids[3], pids
-    logins = pg.log_lines("login")
-    assert len(logins) == 4
-    # The process of the fourth session waits for a fifth: SIGTERM
-    # ends it without waiting for drain_time.
+    assert len(pg.log_lines("login")) == 4
+    # A fifth client is in its session when SIGTERM comes: new clients
+    # are refused at once, though a process that serves more than one
+    # session holds the listening socket, and the session goes on.  Its
+    # process then exits at once, without waiting for drain_time.
+    c = RawPOP3(pg.host, pg.port)
+    try:
+        c.login(user.name, user.password)
+        pg.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not connect_refused(pg.host, pg.port):
+            assert time.monotonic() < deadline, "still accepting after SIGTERM"
+            time.sleep(0.05)
+        assert c.cmd("STAT").startswith(b"+OK 5 ")
+        c.ok("QUIT")
+        assert c.at_eof()
+    finally:
+        c.close()
     started = time.monotonic()
-    pg.signal(signal.SIGTERM)
     assert pg.wait(10) == 0, pg.log()
     assert time.monotonic() - started < 5
