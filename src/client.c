@@ -95,10 +95,7 @@ static void wait_penalty(const struct client_params *params, uint64_t ms)
 
 	while (!*params->stop_requested) {
 		uint64_t left = monotime_left_ms(deadline);
-		struct timespec ts = {
-			.tv_sec = (time_t)(left / 1000),
-			.tv_nsec = (long)(left % 1000) * 1000000,
-		};
+		struct timespec ts = monotime_timespec(left);
 
 		if (left == 0)
 			break;

@@ -76,11 +76,8 @@ static int wait_fd(struct conn *c, short events, uint64_t deadline,
 {
 	for (;;) {
 		struct pollfd pfd = { .fd = c->fd, .events = events };
-		uint64_t left = monotime_left_ms(deadline);
-		struct timespec ts = {
-			.tv_sec = (time_t)(left / 1000),
-			.tv_nsec = (long)(left % 1000) * 1000000,
-		};
+		struct timespec ts = monotime_timespec(
+			monotime_left_ms(deadline));
 		int n;
 
 		if (interruptible && c->have_wait_mask)

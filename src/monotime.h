@@ -25,4 +25,13 @@ static inline uint64_t monotime_left_ms(uint64_t deadline)
 	return deadline > now ? deadline - now : 0;
 }
 
+/* MS milliseconds as the timespec ppoll() takes. */
+static inline struct timespec monotime_timespec(uint64_t ms)
+{
+	return (struct timespec) {
+		.tv_sec = (time_t)(ms / 1000),
+		.tv_nsec = (long)(ms % 1000) * 1000000,
+	};
+}
+
 #endif
