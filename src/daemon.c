@@ -286,10 +286,7 @@ static int wait_client(int listen_fd, int accepting_fd,
 			{ .fd = accepting_fd, .events = POLLIN },
 		};
 		uint64_t left = monotime_left_ms(deadline);
-		struct timespec ts = {
-			.tv_sec = (time_t)(left / 1000),
-			.tv_nsec = (long)(left % 1000) * 1000000,
-		};
+		struct timespec ts = monotime_timespec(left);
 		int n, fd;
 
 		if (left == 0)
@@ -459,6 +456,27 @@ static void close_pipe(int fds[2])
 	}
 }
 
+static struct child *find_child(struct daemon *d, pid_t pid)
+{
+	for (size_t i = 0; i < d->n_children; i++) {
+		if (d->children[i].pid == pid)
+			return &d->children[i];
+	}
+	return NULL;
+}
+
+/* Mark C waiting for a client on its listener, or not. */
+static void set_idle(struct daemon *d, struct child *c, bool idle)
+{
+	if (c->idle == idle)
+		return;
+	c->idle = idle;
+	if (idle)
+		d->sockets[c->listener].n_idle++;
+	else
+		d->sockets[c->listener].n_idle--;
+}
+
 /* Take the idle notes the session processes wrote. */
 static void read_idle_notes(struct daemon *d)
 {
@@ -467,32 +485,22 @@ static void read_idle_notes(struct daemon *d)
 
 	while ((n = read(d->idle_pipe[0], notes, sizeof(notes))) > 0) {
 		for (size_t k = 0; k < (size_t)n / sizeof(notes[0]); k++) {
-			for (size_t i = 0; i < d->n_children; i++) {
-				struct child *c = &d->children[i];
+			struct child *c = find_child(d, notes[k].pid);
 
-				if (c->pid != notes[k].pid ||
-				    c->idle == (notes[k].idle != 0))
-					continue;
-				c->idle = notes[k].idle != 0;
-				if (c->idle)
-					d->sockets[c->listener].n_idle++;
-				else
-					d->sockets[c->listener].n_idle--;
-			}
+			if (c != NULL)
+				set_idle(d, c, notes[k].idle != 0);
 		}
 	}
 }
 
 static void forget_child(struct daemon *d, pid_t pid)
 {
-	for (size_t i = 0; i < d->n_children; i++) {
-		if (d->children[i].pid == pid) {
-			if (d->children[i].idle)
-				d->sockets[d->children[i].listener].n_idle--;
-			d->children[i] = d->children[--d->n_children];
-			return;
-		}
-	}
+	struct child *c = find_child(d, pid);
+
+	if (c == NULL)
+		return;
+	set_idle(d, c, false);
+	*c = d->children[--d->n_children];
 }
 
 static void reap_children(struct daemon *d)
