@@ -186,6 +186,14 @@ def connect_refused(host, port):
         return False
 
 
+def wait_refused(pg):
+    """Wait, at most 5 s, until PG refuses new clients (after SIGTERM)."""
+    deadline = time.monotonic() + 5
+    while not connect_refused(pg.host, pg.port):
+        assert time.monotonic() < deadline, "still accepting after SIGTERM"
+        time.sleep(0.05)
+
+
 def test_sigterm_drains_running_session(user, make_popgate):
     uids = user.fill(five())
     pg = make_popgate({"daemon": {"drain_time": "20s"}})
@@ -193,10 +201,7 @@ def test_sigterm_drains_running_session(user, make_popgate):
     try:
         c.login(user.name, user.password)
         pg.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while not connect_refused(pg.host, pg.port):
-            assert time.monotonic() < deadline, "still accepting after SIGTERM"
-            time.sleep(0.05)
+        wait_refused(pg)
         # The running session carries on until its QUIT.
         c.multi("RETR 1")
         c.ok("DELE 1")
@@ -313,10 +318,7 @@ def test_sessions_per_process_serves_users_in_turn(user, make_user,
     try:
         c.login(user.name, user.password)
         pg.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while not connect_refused(pg.host, pg.port):
-            assert time.monotonic() < deadline, "still accepting after SIGTERM"
-            time.sleep(0.05)
+        wait_refused(pg)
         assert c.cmd("STAT").startswith(b"+OK 5 ")
         c.ok("QUIT")
         assert c.at_eof()
