@@ -16,6 +16,7 @@
  * (LOGIN, SELECT, UID FETCH 1:* (UID RFC822.SIZE)), without the store and
  * with a store that already knows the folder, and prints the overhead.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,19 @@ static int bench_imap(const char *spec, const char *path, size_t runs)
 	return 0;
 }
 
+/* Start from nothing: the store and its WAL and shared-memory files. */
+static void remove_store(const char *path)
+{
+	static const char *const suffixes[] = { "", "-wal", "-shm" };
+
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(*suffixes); i++) {
+		char p[PATH_MAX];
+
+		snprintf(p, sizeof(p), "%s%s", path, suffixes[i]);
+		unlink(p);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	char default_path[256];
@@ -210,20 +224,14 @@ int main(int argc, char **argv)
 		f.n = strtoul(argv[2], NULL, 10);
 	if (argc > 3)
 		runs = strtoul(argv[3], NULL, 10);
-	if (f.n == 0 || runs == 0) {
+	if (f.n == 0 || runs == 0 || path[0] == '-') {
 		fprintf(stderr, "usage: uidmap_bench [STORE [MESSAGES [RUNS]]]\n");
 		return 2;
 	}
 	m = calloc(f.n, sizeof(*m));
 	if (m == NULL)
 		return 1;
-	for (const char *sfx = ""; sfx != NULL;
-	     sfx = *sfx == '\0' ? "-wal" : strcmp(sfx, "-wal") == 0 ? "-shm" : NULL) {
-		char p[300];
-
-		snprintf(p, sizeof(p), "%s%s", path, sfx);
-		unlink(p);
-	}
+	remove_store(path);
 
 	start = now_ms();
 	if (login(path, 1, &f, m) < 0)
@@ -245,14 +253,7 @@ int main(int argc, char **argv)
 		return 1;
 	free(m);
 	if (getenv("POPGATE_BENCH_IMAP") != NULL) {
-		for (const char *sfx = ""; sfx != NULL;
-		     sfx = *sfx == '\0' ? "-wal" :
-			   strcmp(sfx, "-wal") == 0 ? "-shm" : NULL) {
-			char p[300];
-
-			snprintf(p, sizeof(p), "%s%s", path, sfx);
-			unlink(p);
-		}
+		remove_store(path);
 		if (bench_imap(getenv("POPGATE_BENCH_IMAP"), path, runs) < 0)
 			return 1;
 	}
