@@ -24,6 +24,7 @@
 
 #include <openssl/ssl.h>
 
+#include "child_table.h"
 #include "client.h"
 #include "daemon.h"
 #include "imap_transport.h"
@@ -57,8 +58,7 @@ struct daemon {
 	SSL_CTX *upstream_tls_ctx;  /* NULL: the upstream has no TLS */
 	struct listen_socket *sockets;
 	size_t n_sockets;
-	struct child *children;
-	size_t n_children;
+	struct child_table children;
 	/*
 	 * With sessions_per_process > 1 only.  The master holds the write end
 	 * of accepting_pipe until it stops accepting; a session process
@@ -70,12 +70,6 @@ struct daemon {
 	 */
 	int accepting_pipe[2];
 	int idle_pipe[2];
-};
-
-struct child {
-	pid_t pid;
-	size_t listener;  /* index in sockets of the listener it serves */
-	bool idle;        /* waiting there for its next client */
 };
 
 /* What a session process writes on idle_pipe: one write, so atomic. */
@@ -395,7 +389,6 @@ static void accept_clients(struct daemon *d, const struct listen_socket *ls)
 		struct sockaddr_storage peer;
 		socklen_t peer_len = sizeof(peer);
 		sigset_t all, orig;
-		struct child *grown;
 		pid_t pid;
 		int fd;
 
@@ -408,24 +401,21 @@ static void accept_clients(struct daemon *d, const struct listen_socket *ls)
 					 strerror(errno));
 			return;
 		}
-		if (d->n_children >= d->cfg->max_connections) {
+		if (d->children.count >= d->cfg->max_connections) {
 			char ip[NI_MAXHOST] = "?";
 
 			(void)getnameinfo((struct sockaddr *)&peer, peer_len,
 					  ip, sizeof(ip), NULL, 0,
 					  NI_NUMERICHOST);
 			log_warn("event=rejected reason=max_connections ip=%s "
-				 "sessions=%zu", ip, d->n_children);
+				 "sessions=%zu", ip, d->children.count);
 			reject_busy(fd);
 			continue;
 		}
-		grown = realloc(d->children,
-				(d->n_children + 1) * sizeof(*grown));
-		if (grown == NULL) {
+		if (child_table_reserve(&d->children) < 0) {
 			reject_busy(fd);
 			continue;
 		}
-		d->children = grown;
 
 		/* No handler may run in the child before it installs its
 		 * own. */
@@ -441,9 +431,8 @@ static void accept_clients(struct daemon *d, const struct listen_socket *ls)
 				  strerror(errno));
 			continue;
 		}
-		d->children[d->n_children++] = (struct child) {
-			.pid = pid, .listener = (size_t)(ls - d->sockets),
-		};
+		child_table_add(&d->children, pid,
+				(size_t)(ls - d->sockets));
 	}
 }
 
@@ -454,15 +443,6 @@ static void close_pipe(int fds[2])
 			close(fds[i]);
 		fds[i] = -1;
 	}
-}
-
-static struct child *find_child(struct daemon *d, pid_t pid)
-{
-	for (size_t i = 0; i < d->n_children; i++) {
-		if (d->children[i].pid == pid)
-			return &d->children[i];
-	}
-	return NULL;
 }
 
 /* Mark C waiting for a client on its listener, or not. */
@@ -485,7 +465,8 @@ static void read_idle_notes(struct daemon *d)
 
 	while ((n = read(d->idle_pipe[0], notes, sizeof(notes))) > 0) {
 		for (size_t k = 0; k < (size_t)n / sizeof(notes[0]); k++) {
-			struct child *c = find_child(d, notes[k].pid);
+			struct child *c = child_table_find(&d->children,
+							   notes[k].pid);
 
 			if (c != NULL)
 				set_idle(d, c, notes[k].idle != 0);
@@ -495,12 +476,12 @@ static void read_idle_notes(struct daemon *d)
 
 static void forget_child(struct daemon *d, pid_t pid)
 {
-	struct child *c = find_child(d, pid);
+	struct child *c = child_table_find(&d->children, pid);
 
 	if (c == NULL)
 		return;
 	set_idle(d, c, false);
-	*c = d->children[--d->n_children];
+	child_table_remove(&d->children, c);
 }
 
 static void reap_children(struct daemon *d)
@@ -531,7 +512,7 @@ static void drain_signal_pipe(void)
 static void wait_children(struct daemon *d, uint64_t deadline)
 {
 	reap_children(d);
-	while (d->n_children > 0) {
+	while (d->children.count > 0) {
 		struct pollfd pfd = { .fd = signal_pipe[0], .events = POLLIN };
 		uint64_t left = monotime_left_ms(deadline);
 
@@ -547,8 +528,8 @@ static void wait_children(struct daemon *d, uint64_t deadline)
 
 static void signal_children(struct daemon *d, int sig)
 {
-	for (size_t i = 0; i < d->n_children; i++)
-		kill(d->children[i].pid, sig);
+	for (size_t i = 0; i < d->children.count; i++)
+		kill(d->children.children[i].pid, sig);
 }
 
 static void stop(struct daemon *d)
@@ -557,7 +538,7 @@ static void stop(struct daemon *d)
 		STOP_GRACE_EXTRA_MS;
 
 	log_info("event=stopping signal=%d sessions=%zu drain_ms=%llu",
-		 (int)stop_signal, d->n_children,
+		 (int)stop_signal, d->children.count,
 		 (unsigned long long)d->cfg->drain_time_ms);
 	/* Processes waiting for another client exit now. */
 	close_pipe(d->accepting_pipe);
@@ -569,14 +550,14 @@ static void stop(struct daemon *d)
 		(void)shutdown(d->sockets[i].fd, SHUT_RD);
 	close_listeners(d);
 	wait_children(d, monotime_ms() + d->cfg->drain_time_ms);
-	if (d->n_children == 0)
+	if (d->children.count == 0)
 		return;
-	log_info("event=stopping_sessions sessions=%zu", d->n_children);
+	log_info("event=stopping_sessions sessions=%zu", d->children.count);
 	signal_children(d, SIGTERM);
 	wait_children(d, monotime_ms() + grace);
-	if (d->n_children == 0)
+	if (d->children.count == 0)
 		return;
-	log_warn("event=killing_sessions sessions=%zu", d->n_children);
+	log_warn("event=killing_sessions sessions=%zu", d->children.count);
 	signal_children(d, SIGKILL);
 	wait_children(d, monotime_ms() + 5000);
 }
@@ -725,7 +706,7 @@ out:
 	close_pipe(d.accepting_pipe);
 	close_pipe(d.idle_pipe);
 	free(d.sockets);
-	free(d.children);
+	child_table_free(&d.children);
 	tls_server_ctx_free(d.tls_ctx);
 	imap_transport_ctx_free(d.upstream_tls_ctx);
 	close(signal_pipe[0]);
