@@ -374,14 +374,16 @@ static int fetch_whole(struct imap_backend *ib, struct fetch_ctx *fc,
  * A TOP: ranges, the first sized by the caller's estimate, so that a few
  * lines of a big message do not bring all of it.  After the sink has
  * enough, the rest of the current range is read and dropped (at most
- * FETCH_CHUNK_MAX) to keep the session.
+ * FETCH_CHUNK_MAX) to keep the session, so a range that falls short is
+ * followed by one twice its size, not by the rest of the message: a TOP
+ * whose lines are longer than estimated usually wants a little more.
  */
 static int fetch_ranges(struct imap_backend *ib, struct fetch_ctx *fc,
 			uint64_t size, uint64_t first_chunk,
 			struct backend_error *err)
 {
 	struct imap_body_result result;
-	uint64_t delivered = 0, len;
+	uint64_t delivered = 0, len, rest;
 	int r;
 
 	len = first_chunk < FETCH_FIRST_MIN ? FETCH_FIRST_MIN : first_chunk;
@@ -418,12 +420,15 @@ static int fetch_ranges(struct imap_backend *ib, struct fetch_ctx *fc,
 		if (fc->chunk_octets < len)
 			return 0;
 		/*
-		 * Ask for one octet more than the advertised rest so that a
-		 * correct RFC822.SIZE ends without an extra empty round trip.
+		 * Where doubling would pass the end, ask for one octet more
+		 * than the advertised rest, so that a correct RFC822.SIZE
+		 * ends without an extra empty round trip.  Past it (a server
+		 * that announced too little), doubling goes on.
 		 */
-		len = size >= delivered ? size - delivered + 1 : 0;
-		if (len < FETCH_NEXT_MIN)
-			len = FETCH_NEXT_MIN;
+		rest = size >= delivered ? size - delivered + 1 : 0;
+		len = 2 * len < FETCH_NEXT_MIN ? FETCH_NEXT_MIN : 2 * len;
+		if (rest >= FETCH_NEXT_MIN && rest < len)
+			len = rest;
 	}
 }
 

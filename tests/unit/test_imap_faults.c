@@ -561,6 +561,31 @@ static void sc_top_no_readahead(void)
 	serve_logout();
 }
 
+/* A 3 MB message and a 100,000-octet one. */
+static const struct upmsg box_top_ranges[] = {
+	{ 30, 3000000 }, { 31, 100000 },
+};
+
+/* TOPs that want more than the first range: each next range doubles
+ * (64 KiB at least) instead of asking for the rest of the message. */
+static void sc_top_ranges_double(void)
+{
+	serve_box();
+	/* 40,000 octets of 30. */
+	serve_fetch("UID FETCH 30 (BODY.PEEK[]<0.16384>)", FETCH_OK);
+	serve_fetch("UID FETCH 30 (BODY.PEEK[]<16384.65536>)", FETCH_OK);
+	/* 200,000 octets of 30. */
+	serve_fetch("UID FETCH 30 (BODY.PEEK[]<0.16384>)", FETCH_OK);
+	serve_fetch("UID FETCH 30 (BODY.PEEK[]<16384.65536>)", FETCH_OK);
+	serve_fetch("UID FETCH 30 (BODY.PEEK[]<81920.131072>)", FETCH_OK);
+	/* All of 31: the range that reaches its end asks for one octet
+	 * more than the rest, and the short answer ends it. */
+	serve_fetch("UID FETCH 31 (BODY.PEEK[]<0.16384>)", FETCH_OK);
+	serve_fetch("UID FETCH 31 (BODY.PEEK[]<16384.65536>)", FETCH_OK);
+	serve_fetch("UID FETCH 31 (BODY.PEEK[]<81920.131072>)", FETCH_OK);
+	serve_logout();
+}
+
 /* 10-12 and 14, all small; 14 is last, so a RETR of it reads nothing
  * ahead. */
 static const struct upmsg box_body[] = {
@@ -1279,6 +1304,36 @@ static void test_top_does_not_read_ahead(void **state)
 	box_close(&bs);
 }
 
+/* TOP N of message I wanting LIMIT octets, with the caller's first range
+ * of 16 KiB: what the sink got is the message's first octets. */
+static void box_top_octets(struct box_session *bs, size_t i, size_t limit)
+{
+	const struct mail_entry *e = &bs->snap.msgs[i];
+	struct head h = { .limit = limit };
+	struct backend_error err;
+
+	assert_int_equal(backend_fetch(bs->be, e, 16384, head_sink, &h,
+				       &err), 0);
+	assert_int_equal(h.got.len, limit);
+	for (size_t k = 0; k < h.got.len; k++)
+		assert_int_equal(h.got.data[k], body_octet(e->imap_uid, k));
+	free(h.got.data);
+}
+
+static void test_top_ranges_double(void **state)
+{
+	struct box_session bs;
+
+	(void)state;
+	box_open(&bs, box_top_ranges,
+		 sizeof(box_top_ranges) / sizeof(box_top_ranges[0]),
+		 sc_top_ranges_double);
+	box_top_octets(&bs, 0, 40000);
+	box_top_octets(&bs, 0, 200000);
+	box_top_octets(&bs, 1, 100000);
+	box_close(&bs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1308,6 +1363,7 @@ int main(void)
 		cmocka_unit_test(test_readahead_skipped_body_falls_back),
 		cmocka_unit_test(test_readahead_message_gone),
 		cmocka_unit_test(test_top_does_not_read_ahead),
+		cmocka_unit_test(test_top_ranges_double),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
