@@ -1,7 +1,7 @@
 /*
  * imap_fetch.c - reading a message: one BODY.PEEK[] streamed to the sink
  * for a RETR, BODY.PEEK ranges for a TOP, and the read-ahead cache that
- * answers a run of small RETRs with one UID FETCH.
+ * answers a run of small RETRs, or of TOPs, with one UID FETCH.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +102,13 @@ static int fetch_part(struct imap_backend *ib, struct fetch_ctx *fc,
  * one that fills that range (a server that under-announced RFC822.SIZE)
  * is not kept, nor is anything past PREFETCH_HELD_MAX octets in all.  A
  * message still reaches the client only whole, terminator after it.
+ *
+ * TOPs going through the messages one after another (a client fetching
+ * headers only) read ahead the same way, but the first range of each
+ * message, as the TOP that triggered it asked for: a body shorter than
+ * the range is the whole message, one that fills it is kept as a prefix,
+ * which answers a TOP that wants no more and is continued with ranges for
+ * one that does.  A RETR never takes a prefix.
  */
 #define PREFETCH_SMALL (64 * 1024)        /* advertised size to qualify */
 #define PREFETCH_BODY_MAX (2 * PREFETCH_SMALL)
@@ -113,6 +120,7 @@ struct prefetch_body {
 	uint32_t uid;
 	size_t len;
 	char *data;
+	bool whole;  /* else the first LEN octets of a longer message */
 };
 
 struct prefetch_cache {
@@ -122,6 +130,10 @@ struct prefetch_cache {
 	/* UIDs the last read asked for: one it did not bring (a NO, an
 	 * empty or missing body) is read alone, not in another batch. */
 	uint32_t asked_first, asked_last;
+	/* The range the last read asked for of each message, and whether a
+	 * body that fills it is kept as a prefix (TOP) or dropped (RETR). */
+	uint64_t range;
+	bool keep_prefixes;
 	/* The body being received (it comes in pieces, possibly before
 	 * the FETCH response's UID is known). */
 	char *cur;
@@ -186,7 +198,8 @@ static enum imap_body_verdict prefetch_body(void *context, uint32_t uid,
 	if (pc->cur_overflow)
 		return IMAP_BODY_MORE;
 	/* A body that fills the whole range may have been cut short. */
-	if (pc->cur_len + len >= PREFETCH_BODY_MAX ||
+	if ((!pc->keep_prefixes && pc->cur_len + len >= pc->range) ||
+	    pc->cur_len + len > pc->range ||
 	    pc->held + pc->cur_len + len > PREFETCH_HELD_MAX) {
 		pc->cur_overflow = true;
 		return IMAP_BODY_MORE;
@@ -216,6 +229,7 @@ static void prefetch_done(void *context, uint32_t uid,
 	    prefetch_find(pc, uid) == NULL) {
 		pc->bodies[pc->count++] = (struct prefetch_body) {
 			.uid = uid, .len = pc->cur_len, .data = pc->cur,
+			.whole = pc->cur_len < pc->range,
 		};
 		pc->held += pc->cur_len;
 		pc->cur = NULL;
@@ -230,53 +244,63 @@ static const struct imap_body_handler prefetch_handler = {
 	.body = prefetch_body, .fetch_done = prefetch_done,
 };
 
+/* The octets read ahead for ENTRY: all of a small message for a RETR
+ * (HEAD 0), at most HEAD of any for a TOP; 0 when it does not qualify. */
+static uint64_t ahead_octets(const struct mail_entry *entry, uint64_t head)
+{
+	if (head == 0)
+		return entry->size <= PREFETCH_SMALL ? entry->size : 0;
+	return entry->size < head ? entry->size : head;
+}
+
 /*
  * The UIDs to read ahead with ENTRY, as a sequence set in SET, and the
- * last of them; false when read-ahead does not pay (not a small message,
- * or no small message after it).
+ * last of them; false when read-ahead does not pay (ENTRY does not
+ * qualify, or the message after it does not).  HEAD as above.
  */
 static bool prefetch_set(const struct imap_backend *ib,
-			 const struct mail_entry *entry, char *set,
-			 size_t size, uint32_t *last_uid_r)
+			 const struct mail_entry *entry, uint64_t head,
+			 char *set, size_t size, uint32_t *last_uid_r)
 {
-	uint64_t budget = entry->size;
+	uint64_t budget = ahead_octets(entry, head);
 	size_t i, n = 1, len;
 
-	if (entry->size > PREFETCH_SMALL || ib->snap_msgs == NULL ||
+	if (budget == 0 || ib->snap_msgs == NULL ||
 	    entry < ib->snap_msgs || entry >= ib->snap_msgs + ib->snap_count)
 		return false;
 	i = (size_t)(entry - ib->snap_msgs) + 1;
-	if (i >= ib->snap_count || ib->snap_msgs[i].size > PREFETCH_SMALL)
+	if (i >= ib->snap_count || ahead_octets(&ib->snap_msgs[i], head) == 0)
 		return false;
 	len = (size_t)snprintf(set, size, "%u", entry->imap_uid);
 	for (; i < ib->snap_count && n < PREFETCH_MESSAGES; i++, n++) {
-		const struct mail_entry *next = &ib->snap_msgs[i];
+		uint64_t octets = ahead_octets(&ib->snap_msgs[i], head);
 
-		if (next->size > PREFETCH_SMALL ||
-		    budget + next->size > PREFETCH_BUDGET)
+		if (octets == 0 || budget + octets > PREFETCH_BUDGET)
 			break;
 		/* 32 UIDs of at most 10 digits always fit the caller's set. */
 		len += (size_t)snprintf(set + len, size - len, ",%u",
-					next->imap_uid);
-		budget += next->size;
-		*last_uid_r = next->imap_uid;
+					ib->snap_msgs[i].imap_uid);
+		budget += octets;
+		*last_uid_r = ib->snap_msgs[i].imap_uid;
 	}
 	return true;
 }
 
 /*
- * Read ENTRY and the small messages after it into the cache.  Returns a
+ * Read ENTRY and the messages after it into the cache: small ones whole
+ * (HEAD 0, a RETR), or the first HEAD octets of each (a TOP).  Returns a
  * libetpan code; only session errors matter to the caller, which falls
  * back to the ordinary path whenever ENTRY is not in the cache afterwards.
  */
-static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
+static int prefetch(struct imap_backend *ib, const struct mail_entry *entry,
+		    uint64_t head)
 {
 	struct imap_body_result result;
 	char set[PREFETCH_MESSAGES * 11 + 1];
 	uint32_t last_uid = entry->imap_uid;
 	int r;
 
-	if (!prefetch_set(ib, entry, set, sizeof(set), &last_uid))
+	if (!prefetch_set(ib, entry, head, set, sizeof(set), &last_uid))
 		return MAILIMAP_NO_ERROR;
 	if (ib->cache == NULL)
 		ib->cache = calloc(1, sizeof(*ib->cache));
@@ -287,8 +311,10 @@ static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
 	/* The snapshot is in UID order and the set a run of it. */
 	ib->cache->asked_first = entry->imap_uid;
 	ib->cache->asked_last = last_uid;
+	ib->cache->keep_prefixes = head != 0;
+	ib->cache->range = head != 0 ? head : PREFETCH_BODY_MAX;
 	/* Bounded by the request, whatever RFC822.SIZE said. */
-	r = imap_body_fetch(ib->imap, set, 0, PREFETCH_BODY_MAX,
+	r = imap_body_fetch(ib->imap, set, 0, (uint32_t)ib->cache->range,
 			    &prefetch_handler, ib->cache, &result);
 	free(ib->cache->cur);
 	ib->cache->cur = NULL;
@@ -298,19 +324,6 @@ static int prefetch(struct imap_backend *ib, const struct mail_entry *entry)
 	    result.state != MAILIMAP_RESP_COND_STATE_OK)
 		prefetch_cache_clear(ib->cache);
 	return r;
-}
-
-/* Serve a message from the cache entry B, which is then dropped. */
-static int send_prefetched(struct imap_backend *ib,
-			   struct prefetch_body *b, backend_sink_fn *sink,
-			   void *ctx, struct backend_error *err)
-{
-	int r = sink(ctx, b->data, b->len);
-
-	prefetch_forget(ib->cache, b);
-	if (r < 0)
-		return backend_fail(err, BACKEND_SINK, "client write failed");
-	return 0;
 }
 
 /*
@@ -371,19 +384,36 @@ static int fetch_whole(struct imap_backend *ib, struct fetch_ctx *fc,
 }
 
 /*
+ * The range after one of LEN octets that ended at DELIVERED: twice as long
+ * (FETCH_NEXT_MIN at least), or, where doubling would pass the end, one
+ * octet more than the advertised rest, so that a correct RFC822.SIZE ends
+ * without an extra empty round trip.  Past the end (a server that
+ * announced too little), doubling goes on.
+ */
+static uint64_t next_range(uint64_t len, uint64_t size, uint64_t delivered)
+{
+	uint64_t rest = size >= delivered ? size - delivered + 1 : 0;
+
+	len = 2 * len < FETCH_NEXT_MIN ? FETCH_NEXT_MIN : 2 * len;
+	return rest >= FETCH_NEXT_MIN && rest < len ? rest : len;
+}
+
+/*
  * A TOP: ranges, the first sized by the caller's estimate, so that a few
  * lines of a big message do not bring all of it.  After the sink has
  * enough, the rest of the current range is read and dropped (at most
  * FETCH_CHUNK_MAX) to keep the session, so a range that falls short is
  * followed by one twice its size, not by the rest of the message: a TOP
  * whose lines are longer than estimated usually wants a little more.
+ * DELIVERED octets went to the sink already (a prefix read ahead); the
+ * first range starts after them and is FIRST_CHUNK long.
  */
 static int fetch_ranges(struct imap_backend *ib, struct fetch_ctx *fc,
-			uint64_t size, uint64_t first_chunk,
+			uint64_t size, uint64_t delivered, uint64_t first_chunk,
 			struct backend_error *err)
 {
 	struct imap_body_result result;
-	uint64_t delivered = 0, len, rest;
+	uint64_t len;
 	int r;
 
 	len = first_chunk < FETCH_FIRST_MIN ? FETCH_FIRST_MIN : first_chunk;
@@ -419,17 +449,40 @@ static int fetch_ranges(struct imap_backend *ib, struct fetch_ctx *fc,
 		/* A short range is the end; NIL or "" past the end too. */
 		if (fc->chunk_octets < len)
 			return 0;
-		/*
-		 * Where doubling would pass the end, ask for one octet more
-		 * than the advertised rest, so that a correct RFC822.SIZE
-		 * ends without an extra empty round trip.  Past it (a server
-		 * that announced too little), doubling goes on.
-		 */
-		rest = size >= delivered ? size - delivered + 1 : 0;
-		len = 2 * len < FETCH_NEXT_MIN ? FETCH_NEXT_MIN : 2 * len;
-		if (rest >= FETCH_NEXT_MIN && rest < len)
-			len = rest;
+		len = next_range(len, size, delivered);
 	}
+}
+
+/* The UID of the message after ENTRY in the snapshot, or 0. */
+static uint32_t next_uid(const struct imap_backend *ib,
+			 const struct mail_entry *entry)
+{
+	if (ib->snap_msgs == NULL || entry < ib->snap_msgs ||
+	    entry + 1 >= ib->snap_msgs + ib->snap_count)
+		return 0;
+	return entry[1].imap_uid;
+}
+
+/*
+ * Serve a message from the cache entry B, which is then dropped: all of
+ * it, or a prefix that the rest follows in ranges while the sink wants
+ * more.
+ */
+static int send_prefetched(struct imap_backend *ib, struct prefetch_body *b,
+			   struct fetch_ctx *fc, uint64_t size,
+			   struct backend_error *err)
+{
+	uint64_t len = b->len;
+	bool whole = b->whole;
+	int r = fc->sink(fc->sink_ctx, b->data, b->len);
+
+	prefetch_forget(ib->cache, b);
+	if (r < 0)
+		return backend_fail(err, BACKEND_SINK, "client write failed");
+	if (r > 0 || whole)
+		return 0;
+	return fetch_ranges(ib, fc, size, len, next_range(len, size, len),
+			    err);
 }
 
 int imap_fetch(struct backend *be, const struct mail_entry *entry,
@@ -441,24 +494,36 @@ int imap_fetch(struct backend *be, const struct mail_entry *entry,
 		.uid = entry->imap_uid, .sink = sink, .sink_ctx = ctx,
 	};
 	struct prefetch_body *b;
+	bool retr = first_chunk >= entry->size, heads;
+	/* What a read ahead asks of each message: 0, all of a small one. */
+	uint64_t head = retr ? 0 : first_chunk < FETCH_FIRST_MIN ?
+			FETCH_FIRST_MIN : first_chunk;
 	int r;
 
 	if (ib->imap == NULL || !ib->authenticated)
 		return backend_fail(err, BACKEND_TEMP,
 				    "upstream session is not available");
+	/* A TOP going through the messages in order, asking for no more
+	 * than a small message's worth. */
+	heads = !retr && head <= PREFETCH_SMALL &&
+		entry->imap_uid == ib->fetch_next_uid;
+	ib->fetch_next_uid = next_uid(ib, entry);
 	b = prefetch_find(ib->cache, entry->imap_uid);
-	if (b == NULL && first_chunk >= entry->size &&
+	if (b != NULL && retr && !b->whole) {
+		prefetch_forget(ib->cache, b);
+		b = NULL;
+	}
+	if (b == NULL && (retr || heads) &&
 	    !prefetch_asked(ib->cache, entry->imap_uid)) {
-		/* Only a RETR reads ahead; TOP wants a part of one. */
-		r = prefetch(ib, entry);
+		r = prefetch(ib, entry, head);
 		if (r != MAILIMAP_NO_ERROR && is_session_error(r))
 			return session_failed(ib, "UID FETCH", r, BACKEND_TEMP,
 					      err);
 		b = prefetch_find(ib->cache, entry->imap_uid);
 	}
 	if (b != NULL)
-		return send_prefetched(ib, b, sink, ctx, err);
-	if (first_chunk >= entry->size)
+		return send_prefetched(ib, b, &fc, entry->size, err);
+	if (retr)
 		return fetch_whole(ib, &fc, err);
-	return fetch_ranges(ib, &fc, entry->size, first_chunk, err);
+	return fetch_ranges(ib, &fc, entry->size, 0, first_chunk, err);
 }

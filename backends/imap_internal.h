@@ -34,7 +34,11 @@ struct imap_backend {
 	 * the session): where the messages after a RETR are found. */
 	const struct mail_entry *snap_msgs;
 	size_t snap_count;
-	struct prefetch_cache *cache; /* small bodies already read; or NULL */
+	struct prefetch_cache *cache; /* bodies already read; or NULL */
+	/* The message after the last one fetched: a TOP of it is a client
+	 * going through the messages in order, and reads the next ones'
+	 * heads ahead. */
+	uint32_t fetch_next_uid;
 };
 
 /* --- imap_backend.c: error mapping ---------------------------------------- */

@@ -77,6 +77,39 @@ def test_X_V0007_top(user, connect):
     assert c.cmd("TOP 9 0").startswith(b"-ERR ")
 
 
+def header_scan_messages():
+    """Small and big messages, one whose header alone is longer than the
+    16 KiB a TOP reads first, dot lines, a body line longer than a range."""
+    def msg(i, header_lines, body_lines, line_len=60):
+        head = b"".join(b"Received: from relay%d.example (hop %d) %s\r\n"
+                        % (i, k, b"x" * 20) for k in range(header_lines))
+        body = b"".join(b"%s%d %s\r\n" % (b"." if k % 7 == 3 else b"", k,
+                                           b"y" * line_len)
+                        for k in range(body_lines))
+        return head + b"Subject: scan %d\r\n\r\n" % i + body
+    return [msg(1, 3, 10), msg(2, 4, 2000), msg(3, 2, 5),
+            msg(4, 400, 50), msg(5, 5, 3, line_len=40000), msg(6, 3, 800),
+            msg(7, 1, 1)]
+
+
+def test_X_V0007_top_scan_of_every_message(user, connect):
+    """X-V0007: a client going through the headers in order (TOP n 0, then
+    TOP n 3, for every message) gets each exactly, read ahead or not, and
+    RETR afterwards still gives every message whole."""
+    uids = user.fill(header_scan_messages())
+    expected = [pop3_message(user.fetch(u)) for u in uids]
+    c = login(connect, user)
+    for k in (0, 3):
+        for n, message in enumerate(expected, 1):
+            _, body = c.multi("TOP %d %d" % (n, k))
+            assert body == top_of(message, k), (n, k)
+    for n, message in enumerate(expected, 1):
+        _, body = c.multi("RETR %d" % n)
+        assert body == message, n
+    _, body = c.multi("TOP 4 0")
+    assert body == top_of(expected[3], 0)
+
+
 def test_O_C0026_deleted_message_is_gone(user, connect):
     """O-C0026: after DELE n every reference to n is an error; RSET and NOOP
     (O-C0029) answer +OK."""

@@ -586,6 +586,27 @@ static void sc_top_ranges_double(void)
 	serve_logout();
 }
 
+/* Big and small, for a client going through the headers. */
+static const struct upmsg box_heads[] = {
+	{ 40, 60000 }, { 41, 100000 }, { 42, 500 }, { 43, 70000 },
+	{ 44, 300000 },
+};
+
+static void sc_top_reads_heads_ahead(void)
+{
+	serve_box();
+	/* The first TOP reads its own range only. */
+	serve_fetch("UID FETCH 40 (BODY.PEEK[]<0.16384>)", FETCH_OK);
+	/* A TOP of the next message reads the next ones' first ranges. */
+	serve_fetch("UID FETCH 41,42,43,44 (BODY.PEEK[]<0.16384>)", FETCH_OK);
+	/* TOPs of 42 (whole) and 43 come from them; the second wants more
+	 * than the range and goes on from where it ends. */
+	serve_fetch("UID FETCH 43 (BODY.PEEK[]<16384.65536>)", FETCH_OK);
+	/* A RETR does not take a head: 44 whole. */
+	serve_whole(44);
+	serve_logout();
+}
+
 /* 10-12 and 14, all small; 14 is last, so a RETR of it reads nothing
  * ahead. */
 static const struct upmsg box_body[] = {
@@ -602,13 +623,14 @@ static void sc_body_shapes(void)
 	say("* 3 FETCH (FLAGS (\\Seen))\r\n* 5 EXISTS\r\n"
 	    "* OK [ALERT] {3}\r\nabc\r\n* 4 FETCH (BODY[] {9}\r\nabc");
 	say("defghi UID 14 FLAGS (\\Seen))\r\n%s OK done\r\n", tag);
+	/* NIL: the message is gone.  (11 before 10: a TOP of the message
+	 * after the last one fetched would read ahead.) */
+	expect("UID FETCH 11 (BODY.PEEK[]<0.4096>)");
+	say("* 2 FETCH (UID 11 BODY[]<0> NIL)\r\n%s OK done\r\n", tag);
 	/* A quoted body, with escapes. */
 	expect("UID FETCH 10 (BODY.PEEK[]<0.4096>)");
 	say("* 1 FETCH (UID 10 BODY[]<0> \"a\\\"b\\\\c\")\r\n%s OK done\r\n",
 	    tag);
-	/* NIL: the message is gone. */
-	expect("UID FETCH 11 (BODY.PEEK[]<0.4096>)");
-	say("* 2 FETCH (UID 11 BODY[]<0> NIL)\r\n%s OK done\r\n", tag);
 	/* Another message's body, its UID first: not delivered. */
 	expect("UID FETCH 14 (BODY.PEEK[])");
 	say("* 3 FETCH (UID 12 BODY[] {7}\r\n1234567)\r\n"
@@ -1130,15 +1152,15 @@ static void test_body_response_shapes(void **state)
 	assert_int_equal(c.len, 9);
 	assert_memory_equal(c.data, "abcdefghi", 9);
 	c.len = 0;
+	assert_int_equal(backend_fetch(bs.be, &bs.snap.msgs[1], 0,
+				       collect_sink, &c, &err), -1);
+	assert_int_equal(err.status, BACKEND_NO_MESSAGE);
+	assert_int_equal(c.len, 0);
 	assert_int_equal(backend_fetch(bs.be, &bs.snap.msgs[0], 0,
 				       collect_sink, &c, &err), 0);
 	assert_int_equal(c.len, 5);
 	assert_memory_equal(c.data, "a\"b\\c", 5);
 	c.len = 0;
-	assert_int_equal(backend_fetch(bs.be, &bs.snap.msgs[1], 0,
-				       collect_sink, &c, &err), -1);
-	assert_int_equal(err.status, BACKEND_NO_MESSAGE);
-	assert_int_equal(c.len, 0);
 	assert_int_equal(backend_fetch(bs.be, last, last->size, collect_sink,
 				       &c, &err), 0);
 	assert_int_equal(c.len, 9);
@@ -1320,6 +1342,21 @@ static void box_top_octets(struct box_session *bs, size_t i, size_t limit)
 	free(h.got.data);
 }
 
+static void test_top_reads_heads_ahead(void **state)
+{
+	struct box_session bs;
+
+	(void)state;
+	box_open(&bs, box_heads, sizeof(box_heads) / sizeof(box_heads[0]),
+		 sc_top_reads_heads_ahead);
+	box_top_octets(&bs, 0, 1000);
+	box_top_octets(&bs, 1, 1000);
+	box_top_octets(&bs, 2, 500);
+	box_top_octets(&bs, 3, 20000);
+	box_retr(&bs, 4);
+	box_close(&bs);
+}
+
 static void test_top_ranges_double(void **state)
 {
 	struct box_session bs;
@@ -1364,6 +1401,7 @@ int main(void)
 		cmocka_unit_test(test_readahead_message_gone),
 		cmocka_unit_test(test_top_does_not_read_ahead),
 		cmocka_unit_test(test_top_ranges_double),
+		cmocka_unit_test(test_top_reads_heads_ahead),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
