@@ -39,7 +39,7 @@ int child_table_reserve(struct child_table *t);
 /* Add a (not idle) child, after child_table_reserve(). */
 void child_table_add(struct child_table *t, pid_t pid, size_t listener);
 
-/* The child with PID, or NULL.  Valid until the next add or remove. */
+/* The child with PID, or NULL.  Valid until the next reserve or remove. */
 struct child *child_table_find(struct child_table *t, pid_t pid);
 
 /* Remove C (from child_table_find); the last child takes its place. */
