@@ -253,6 +253,16 @@ static uint64_t ahead_octets(const struct mail_entry *entry, uint64_t head)
 	return entry->size < head ? entry->size : head;
 }
 
+/* The message after ENTRY in the snapshot handed out, or NULL. */
+static const struct mail_entry *snap_next(const struct imap_backend *ib,
+					  const struct mail_entry *entry)
+{
+	if (ib->snap_msgs == NULL || entry < ib->snap_msgs ||
+	    entry + 1 >= ib->snap_msgs + ib->snap_count)
+		return NULL;
+	return entry + 1;
+}
+
 /*
  * The UIDs to read ahead with ENTRY, as a sequence set in SET, and the
  * last of them; false when read-ahead does not pay (ENTRY does not
@@ -262,26 +272,24 @@ static bool prefetch_set(const struct imap_backend *ib,
 			 const struct mail_entry *entry, uint64_t head,
 			 char *set, size_t size, uint32_t *last_uid_r)
 {
+	const struct mail_entry *next = snap_next(ib, entry), *end;
 	uint64_t budget = ahead_octets(entry, head);
-	size_t i, n = 1, len;
+	size_t n = 1, len;
 
-	if (budget == 0 || ib->snap_msgs == NULL ||
-	    entry < ib->snap_msgs || entry >= ib->snap_msgs + ib->snap_count)
+	if (budget == 0 || next == NULL || ahead_octets(next, head) == 0)
 		return false;
-	i = (size_t)(entry - ib->snap_msgs) + 1;
-	if (i >= ib->snap_count || ahead_octets(&ib->snap_msgs[i], head) == 0)
-		return false;
+	end = ib->snap_msgs + ib->snap_count;
 	len = (size_t)snprintf(set, size, "%u", entry->imap_uid);
-	for (; i < ib->snap_count && n < PREFETCH_MESSAGES; i++, n++) {
-		uint64_t octets = ahead_octets(&ib->snap_msgs[i], head);
+	for (; next < end && n < PREFETCH_MESSAGES; next++, n++) {
+		uint64_t octets = ahead_octets(next, head);
 
 		if (octets == 0 || budget + octets > PREFETCH_BUDGET)
 			break;
 		/* 32 UIDs of at most 10 digits always fit the caller's set. */
 		len += (size_t)snprintf(set + len, size - len, ",%u",
-					ib->snap_msgs[i].imap_uid);
+					next->imap_uid);
 		budget += octets;
-		*last_uid_r = ib->snap_msgs[i].imap_uid;
+		*last_uid_r = next->imap_uid;
 	}
 	return true;
 }
@@ -453,16 +461,6 @@ static int fetch_ranges(struct imap_backend *ib, struct fetch_ctx *fc,
 	}
 }
 
-/* The UID of the message after ENTRY in the snapshot, or 0. */
-static uint32_t next_uid(const struct imap_backend *ib,
-			 const struct mail_entry *entry)
-{
-	if (ib->snap_msgs == NULL || entry < ib->snap_msgs ||
-	    entry + 1 >= ib->snap_msgs + ib->snap_count)
-		return 0;
-	return entry[1].imap_uid;
-}
-
 /*
  * Serve a message from the cache entry B, which is then dropped: all of
  * it, or a prefix that the rest follows in ranges while the sink wants
@@ -493,6 +491,7 @@ int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	struct fetch_ctx fc = {
 		.uid = entry->imap_uid, .sink = sink, .sink_ctx = ctx,
 	};
+	const struct mail_entry *next;
 	struct prefetch_body *b;
 	bool retr = first_chunk >= entry->size, heads;
 	/* What a read ahead asks of each message: 0, all of a small one. */
@@ -507,7 +506,8 @@ int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	 * than a small message's worth. */
 	heads = !retr && head <= PREFETCH_SMALL &&
 		entry->imap_uid == ib->fetch_next_uid;
-	ib->fetch_next_uid = next_uid(ib, entry);
+	next = snap_next(ib, entry);
+	ib->fetch_next_uid = next != NULL ? next->imap_uid : 0;
 	b = prefetch_find(ib->cache, entry->imap_uid);
 	if (b != NULL && retr && !b->whole) {
 		prefetch_forget(ib->cache, b);
