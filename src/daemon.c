@@ -598,8 +598,11 @@ static int serve(struct daemon *d)
 		reap_children(d);
 		if (pfds[n_fds - 1].revents != 0)
 			read_idle_notes(d);
+		/* A note read just now may have left a listener to a
+		 * waiting process since poll() looked at it. */
 		for (size_t i = 0; i < d->n_sockets && !stop_signal; i++) {
-			if (pfds[i + 1].revents != 0)
+			if (pfds[i + 1].revents != 0 &&
+			    d->sockets[i].n_idle == 0)
 				accept_clients(d, &d->sockets[i]);
 		}
 	}

@@ -276,6 +276,49 @@ def waiting_for_client(pid):
         return False
 
 
+def process_state(pid):
+    """(state letter, voluntary context switches) of PID."""
+    state, switches = "?", 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("State:"):
+                state = line.split()[1]
+            elif line.startswith("voluntary_ctxt_switches:"):
+                switches = int(line.split()[1])
+    return state, switches
+
+
+def wait_state(pid, done, what):
+    deadline = time.monotonic() + 5
+    while not done(*process_state(pid)):
+        assert time.monotonic() < deadline, (what, process_state(pid))
+        time.sleep(0.01)
+
+
+def stop_process(pid):
+    os.kill(pid, signal.SIGSTOP)
+    wait_state(pid, lambda st, _: st == "T", "stopped")
+
+
+def connect_as_master_sees_note(pg, waiting_pid):
+    """With the master stopped since before WAITING_PID wrote its idle
+    note, connect so that the master finds the note and the connection in
+    the same poll(): the waiting process is stopped too while the client
+    connects, and resumes only once the master has woken and gone back to
+    sleep.  Returns the raw POP3 client, its greeting not yet read."""
+    master = pg.proc.pid
+    assert process_state(master)[0] == "T"
+    stop_process(waiting_pid)
+    c = RawPOP3(pg.host, pg.port, read_greeting=False)
+    _, switches = process_state(master)
+    os.kill(master, signal.SIGCONT)
+    wait_state(master, lambda st, sw: st == "S" and sw > switches,
+               "master asleep again")
+    os.kill(waiting_pid, signal.SIGCONT)
+    c.greeting = c.read_line()
+    return c
+
+
 def test_sessions_per_process_serves_users_in_turn(user, make_user,
                                                    make_popgate):
     """daemon.sessions_per_process: a process, once its client is gone,
@@ -292,11 +335,17 @@ def test_sessions_per_process_serves_users_in_turn(user, make_user,
     pids = []
     for n, (u, count) in enumerate([(user, 5), (other, 2), (user, 5),
                                     (other, 2)]):
-        with RawPOP3(pg.host, pg.port) as c:
+        # The second client arrives as the master learns that the first
+        # process waits: the master must leave it to that process.
+        c = (connect_as_master_sees_note(pg, pids[0][0]) if n == 1
+             else RawPOP3(pg.host, pg.port))
+        with c:
             assert c.greeting.startswith(b"+OK"), (n, c.greeting)
             c.login(u.name, u.password)
             assert c.cmd("STAT").startswith(b"+OK %d " % count)
             pids.append(child_pids(pg.proc.pid))
+            if n == 0:
+                stop_process(pg.proc.pid)
             c.ok("QUIT")
             assert c.at_eof()
         assert pg.wait_log(r"(?s)(event=disconnect.*){%d}" % (n + 1)), pg.log()
