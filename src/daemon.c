@@ -80,6 +80,9 @@ struct idle_note {
 
 static int signal_pipe[2] = { -1, -1 };
 static volatile sig_atomic_t stop_signal;
+/* SIGTERM and SIGINT received, at most 3: each one after the first moves
+ * the stop on to its next step (see stop()). */
+static volatile sig_atomic_t stop_signals;
 static volatile sig_atomic_t child_stop_requested;
 
 static void master_signal_handler(int sig)
@@ -87,8 +90,11 @@ static void master_signal_handler(int sig)
 	int saved_errno = errno;
 	char byte = (char)sig;
 
-	if (sig == SIGTERM || sig == SIGINT)
+	if (sig == SIGTERM || sig == SIGINT) {
 		stop_signal = sig;
+		if (stop_signals < 3)
+			stop_signals++;
+	}
 	/* A full pipe already guarantees a wake-up. */
 	(void)!write(signal_pipe[1], &byte, 1);
 	errno = saved_errno;
@@ -508,11 +514,13 @@ static void drain_signal_pipe(void)
 		;
 }
 
-/* Wait, reaping, until no child is left or the deadline passes. */
-static void wait_children(struct daemon *d, uint64_t deadline)
+/* Wait, reaping, until no child is left, the deadline passes or the
+ * operator has sent more than SIGNALS stop signals. */
+static void wait_children(struct daemon *d, uint64_t deadline,
+			  sig_atomic_t signals)
 {
 	reap_children(d);
-	while (d->children.count > 0) {
+	while (d->children.count > 0 && stop_signals <= signals) {
 		struct pollfd pfd = { .fd = signal_pipe[0], .events = POLLIN };
 		uint64_t left = monotime_left_ms(deadline);
 
@@ -532,6 +540,12 @@ static void signal_children(struct daemon *d, int sig)
 		kill(d->children.children[i].pid, sig);
 }
 
+/*
+ * The stop has three steps: sessions run on for drain_time, then are asked
+ * to close between commands (never inside UPDATE) and get the command
+ * timeout and a little more, then are killed.  A further SIGTERM or SIGINT
+ * ends the step under way, for an operator who cannot wait.
+ */
 static void stop(struct daemon *d)
 {
 	uint64_t grace = d->cfg->upstream.command_timeout_ms +
@@ -549,17 +563,19 @@ static void stop(struct daemon *d)
 	for (size_t i = 0; i < d->n_sockets; i++)
 		(void)shutdown(d->sockets[i].fd, SHUT_RD);
 	close_listeners(d);
-	wait_children(d, monotime_ms() + d->cfg->drain_time_ms);
+	wait_children(d, monotime_ms() + d->cfg->drain_time_ms, 1);
 	if (d->children.count == 0)
 		return;
-	log_info("event=stopping_sessions sessions=%zu", d->children.count);
+	log_info("event=stopping_sessions sessions=%zu reason=%s",
+		 d->children.count, stop_signals > 1 ? "signal" : "drain_time");
 	signal_children(d, SIGTERM);
-	wait_children(d, monotime_ms() + grace);
+	wait_children(d, monotime_ms() + grace, 2);
 	if (d->children.count == 0)
 		return;
-	log_warn("event=killing_sessions sessions=%zu", d->children.count);
+	log_warn("event=killing_sessions sessions=%zu reason=%s",
+		 d->children.count, stop_signals > 2 ? "signal" : "timeout");
 	signal_children(d, SIGKILL);
-	wait_children(d, monotime_ms() + 5000);
+	wait_children(d, monotime_ms() + 5000, 3);
 }
 
 static int serve(struct daemon *d)

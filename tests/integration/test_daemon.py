@@ -234,6 +234,33 @@ def test_sigterm_drain_time_ends_idle_session(user, make_popgate):
     assert [m[0] for m in user.messages()] == uids
 
 
+def test_second_sigterm_ends_drain(user, make_popgate):
+    """An operator who cannot wait out drain_time signals again: the
+    sessions are asked to close now, as when drain_time has passed."""
+    uids = user.fill(five())
+    pg = make_popgate({"daemon": {"drain_time": "1h"}})
+    c = RawPOP3(pg.host, pg.port)
+    try:
+        c.login(user.name, user.password)
+        c.ok("DELE 1")
+        pg.signal(signal.SIGTERM)
+        # Refused once the master is in its drain: the first signal has
+        # been handled, so the second cannot merge with it.
+        wait_refused(pg)
+        assert c.cmd("NOOP").startswith(b"+OK")
+        pg.signal(signal.SIGTERM)
+        c.sock.settimeout(10)
+        line = c.read_line()
+        assert line.startswith(b"-ERR [SYS/TEMP]"), line
+        assert c.at_eof()
+    finally:
+        c.close()
+    assert pg.wait(10) == 0, pg.log()
+    assert "reason=signal" in pg.log()
+    # Cut before QUIT: nothing deleted.
+    assert [m[0] for m in user.messages()] == uids
+
+
 def process_uids(pid):
     """Real, effective, saved and filesystem uids of PID (from /proc)."""
     with open("/proc/%d/status" % pid) as f:
