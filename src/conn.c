@@ -170,9 +170,24 @@ static ssize_t read_once(struct conn *c, void *buf, size_t size)
 	}
 }
 
+/* wait_fd() on the way to a read: CONN_DATA when the descriptor is ready,
+ * else why the read ends. */
+static enum conn_status wait_to_read(struct conn *c, short events,
+				     uint64_t deadline)
+{
+	int w = wait_fd(c, events, deadline, true);
+
+	if (w > 0)
+		return CONN_DATA;
+	if (w == 0)
+		return CONN_TIMEOUT;
+	return w == -2 ? CONN_INTERRUPTED : CONN_ERROR;
+}
+
 enum conn_status conn_read(struct conn *c, void *buf, size_t size,
 			   uint64_t timeout_ms, size_t *len_r)
 {
+	enum conn_status st;
 	uint64_t deadline = monotime_ms() + timeout_ms;
 
 	*len_r = 0;
@@ -182,20 +197,12 @@ enum conn_status conn_read(struct conn *c, void *buf, size_t size,
 	 * recv() that only says EAGAIN.  With TLS, reading first also drains
 	 * what OpenSSL already decrypted, which poll() cannot see.
 	 */
-	if (c->input_unlikely && c->ssl == NULL) {
-		int w = wait_fd(c, POLLIN, deadline, true);
-
-		if (w == 0)
-			return CONN_TIMEOUT;
-		if (w == -2)
-			return CONN_INTERRUPTED;
-		if (w < 0)
-			return CONN_ERROR;
-	}
+	if (c->input_unlikely && c->ssl == NULL &&
+	    (st = wait_to_read(c, POLLIN, deadline)) != CONN_DATA)
+		return st;
 	c->input_unlikely = false;
 	for (;;) {
 		ssize_t r;
-		int w;
 
 		errno = 0;
 		r = read_once(c, buf, size);
@@ -208,13 +215,9 @@ enum conn_status conn_read(struct conn *c, void *buf, size_t size,
 			return CONN_EOF;
 		if (r == -1)
 			return CONN_ERROR;
-		w = wait_fd(c, r == -3 ? POLLOUT : POLLIN, deadline, true);
-		if (w == 0)
-			return CONN_TIMEOUT;
-		if (w == -2)
-			return CONN_INTERRUPTED;
-		if (w < 0)
-			return CONN_ERROR;
+		st = wait_to_read(c, r == -3 ? POLLOUT : POLLIN, deadline);
+		if (st != CONN_DATA)
+			return st;
 	}
 }
 
