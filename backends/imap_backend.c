@@ -22,6 +22,12 @@ const char *folder_name(const struct imap_backend *ib)
 	return ib->set->folder != NULL ? ib->set->folder : "INBOX";
 }
 
+const char *folder_imap_name(const struct imap_backend *ib)
+{
+	return ib->set->folder_mutf7 != NULL ? ib->set->folder_mutf7 :
+		folder_name(ib);
+}
+
 /* Close without LOGOUT: used when the session cannot be trusted any more. */
 void drop_connection(struct imap_backend *ib)
 {

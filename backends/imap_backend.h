@@ -46,7 +46,10 @@ struct upstream_settings {
 	 * (the daemon's master) for every connection; NULL: each connection
 	 * builds its own. */
 	SSL_CTX *tls_ctx;
-	const char *folder;       /* default "INBOX" */
+	const char *folder;       /* UTF-8; default "INBOX" */
+	/* The folder as IMAP names it (imap_mailbox_encode()); NULL: the
+	 * same as folder. */
+	const char *folder_mutf7;
 	uint64_t connect_timeout_ms;
 	uint64_t command_timeout_ms;
 	bool forward_client_ip;   /* send IMAP ID x-originating-ip/port */

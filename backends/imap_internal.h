@@ -43,8 +43,10 @@ struct imap_backend {
 
 /* --- imap_backend.c: error mapping ---------------------------------------- */
 
-/* The configured folder, or "INBOX". */
+/* The configured folder, or "INBOX": in UTF-8 for logs and the store's
+ * key, and in modified UTF-7 for IMAP commands. */
 const char *folder_name(const struct imap_backend *ib);
+const char *folder_imap_name(const struct imap_backend *ib);
 
 /* Close without LOGOUT and forget the login; a no-op while disconnected.
  * Afterwards ib->imap is NULL and the next login() reconnects. */

@@ -351,7 +351,7 @@ static int select_and_list(struct imap_backend *ib, struct snapshot_ctx *sc,
 	char quoted[1024], hbuf[128], fbuf[128], sbuf[256];
 	int r;
 
-	if (!encode_folder(folder_name(ib), quoted, sizeof(quoted)))
+	if (!encode_folder(folder_imap_name(ib), quoted, sizeof(quoted)))
 		return 1;
 	if (imap_reader_init(&ls.rd, ib->imap->imap_stream,
 			     IMAP_READER_SMALL_SIZE) !=
@@ -434,7 +434,7 @@ static int select_and_list_slowly(struct imap_backend *ib,
 	char hbuf[128], fbuf[128], sbuf[256];
 	int r;
 
-	r = mailimap_select(ib->imap, folder_name(ib));
+	r = mailimap_select(ib->imap, folder_imap_name(ib));
 	if (r != MAILIMAP_NO_ERROR) {
 		if (is_session_error(r))
 			return session_failed(ib, "SELECT", r, BACKEND_TEMP, err);

@@ -21,6 +21,7 @@
 #include <libconfig.h>
 
 #include "config.h"
+#include "imap_mailbox.h"
 #include "units.h"
 
 enum value_kind {
@@ -527,6 +528,21 @@ static int check_store_directory(struct load_ctx *ctx, config_t *cf,
 	return ret;
 }
 
+/* The folder is written in UTF-8; IMAP commands name it in modified
+ * UTF-7, converted once here, where a bad name can say its line. */
+static int load_folder(struct load_ctx *ctx, struct pg_config *cfg,
+		       config_t *cf)
+{
+	const char *error;
+	char *mutf7 = imap_mailbox_encode(cfg->upstream.folder, &error);
+
+	if (mutf7 == NULL)
+		return fail_at(ctx, config_lookup(cf, "upstream.folder"),
+			       "upstream.folder: %s", error);
+	cfg->upstream.folder_mutf7 = mutf7;
+	return 0;
+}
+
 static int load_root(struct load_ctx *ctx, struct pg_config *cfg,
 		     config_t *cf)
 {
@@ -581,6 +597,8 @@ static int load_root(struct load_ctx *ctx, struct pg_config *cfg,
 	if (cfg->upstream.port == 0)
 		cfg->upstream.port =
 			cfg->upstream.tls == UPSTREAM_TLS_IMPLICIT ? 993 : 143;
+	if (load_folder(ctx, cfg, cf) < 0)
+		return -1;
 	if (cfg->pop3.max_sasl_size < cfg->pop3.max_command_size)
 		return fail_at(ctx, config_lookup(cf, "pop3.max_sasl_size"),
 			       "pop3.max_sasl_size must be at least "
@@ -676,6 +694,7 @@ void config_free(struct pg_config *cfg)
 	free((char *)cfg->upstream.ca_file);
 	free((char *)cfg->upstream.server_name);
 	free((char *)cfg->upstream.folder);
+	free((char *)cfg->upstream.folder_mutf7);
 	free((char *)cfg->upstream.uid_store);
 	free(cfg);
 }

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+import dovecot as dovecot_lib
 from messages import demo_messages, five, large
 from pop3client import RawPOP3, pop3_message, top_of
 
@@ -93,6 +94,34 @@ def test_uidl_is_imap_uid(user, connect):
     assert body == b"".join(b"%d %d\r\n" % (n, uid)
                             for n, uid in enumerate(uids, 1))
     c.ok("QUIT")
+
+
+@pytest.mark.popgate_only
+def test_folder_named_in_utf8(user, make_popgate):
+    """upstream.folder is written in UTF-8 and sent in IMAP's modified
+    UTF-7 (RFC 3501, 5.1.3): Dovecot refuses the UTF-8 form, and knows
+    this folder as "Entw&APw-rfe &- Co"."""
+    imap_name = '"Entw&APw-rfe &- Co"'
+    with dovecot_lib.Mailbox(user.sandbox, user.name, imap_name) as mb:
+        uids = [mb.append(m) for m in five()]
+    user.fill(demo_messages())  # INBOX is not the folder served
+    pg = make_popgate({"upstream": {"folder": "Entw\u00fcrfe & Co"}})
+    c = RawPOP3(pg.host, pg.port)
+    try:
+        c.login(user.name, user.password)
+        _, body = c.multi("UIDL")
+        assert body == b"".join(b"%d %d\r\n" % (n, uid)
+                                for n, uid in enumerate(uids, 1))
+        for n, uid in enumerate(uids, 1):
+            _, got = c.multi("RETR %d" % n)
+            want = user.sandbox.fetch(user.name, uid, imap_name)
+            assert got == pop3_message(want)
+        c.ok("DELE 1")
+        assert c.cmd("QUIT").startswith(b"+OK")
+    finally:
+        c.close()
+    left = [m[0] for m in user.sandbox.messages(user.name, imap_name)]
+    assert left == uids[1:]
 
 
 def curl(*args):

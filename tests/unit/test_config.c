@@ -336,6 +336,31 @@ static void test_required_settings(void **state)
 	assert_non_null(strstr(f->err, "upstream.host is required"));
 }
 
+static void test_folder_in_utf8(void **state)
+{
+	struct fixture *f = *state;
+	struct pg_config *cfg;
+
+	/* Kept as written for logs and the store; named in modified UTF-7
+	 * upstream. */
+	cfg = load_text(f, "listen = ( { port = 1110; } );\n"
+			"upstream = { host = \"h\"; "
+			"folder = \"Entw\xc3\xbcrfe & Co\"; };\n");
+	assert_non_null(cfg);
+	assert_string_equal(cfg->upstream.folder, "Entw\xc3\xbcrfe & Co");
+	assert_string_equal(cfg->upstream.folder_mutf7, "Entw&APw-rfe &- Co");
+	config_free(cfg);
+	cfg = load_text(f, MINIMAL);
+	assert_non_null(cfg);
+	assert_string_equal(cfg->upstream.folder_mutf7, "INBOX");
+	config_free(cfg);
+	/* Latin-1, not UTF-8. */
+	assert_fails_at(f, "listen = ( { port = 1110; } );\n"
+			"upstream = { host = \"h\";\n"
+			"  folder = \"Entw\xfcrfe\"; };\n", 3,
+			"upstream.folder: not UTF-8");
+}
+
 static void test_upstream_port_default_by_tls(void **state)
 {
 	struct fixture *f = *state;
@@ -461,6 +486,7 @@ int main(void)
 		cmocka_unit_test(test_tls_listener_needs_certificate),
 		cmocka_unit_test(test_certificate_must_be_readable),
 		cmocka_unit_test(test_required_settings),
+		cmocka_unit_test(test_folder_in_utf8),
 		cmocka_unit_test(test_upstream_port_default_by_tls),
 		cmocka_unit_test(test_store),
 		cmocka_unit_test(test_store_on_by_default),

@@ -1,0 +1,83 @@
+/*
+ * test_imap_mailbox.c - folder names from UTF-8 to modified UTF-7
+ * (RFC 3501, 5.1.3; the examples are the RFC's and Dovecot's output).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "imap_mailbox.h"
+
+static void assert_encodes(const char *name, const char *expected)
+{
+	const char *error = NULL;
+	char *got = imap_mailbox_encode(name, &error);
+
+	assert_non_null(got);
+	assert_string_equal(got, expected);
+	free(got);
+}
+
+static void test_plain_names_unchanged(void **state)
+{
+	(void)state;
+	assert_encodes("INBOX", "INBOX");
+	assert_encodes("Sent Items", "Sent Items");
+	assert_encodes("Archive/2026 (old)", "Archive/2026 (old)");
+	assert_encodes("", "");
+}
+
+static void test_ampersand_is_escaped(void **state)
+{
+	(void)state;
+	assert_encodes("Tom & Jerry", "Tom &- Jerry");
+	assert_encodes("&", "&-");
+}
+
+static void test_non_ascii_in_base64_runs(void **state)
+{
+	(void)state;
+	assert_encodes("Entw\xc3\xbc" "rfe", "Entw&APw-rfe");
+	/* RFC 3501's example: "~peter/mail/" then Japanese, "/" and more. */
+	assert_encodes("~peter/mail/\xe5\x8f\xb0\xe5\x8c\x97/"
+		       "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
+		       "~peter/mail/&U,BTFw-/&ZeVnLIqe-");
+	/* Outside the BMP: a surrogate pair in one run. */
+	assert_encodes("\xf0\x9f\x98\x80", "&2D3eAA-");
+	/* A control character is not printable: it is encoded too. */
+	assert_encodes("a\tb", "a&AAk-b");
+}
+
+static void test_not_utf8_is_refused(void **state)
+{
+	const char *bad[] = {
+		"a\xff" "b",            /* never in UTF-8 */
+		"Entw\xfc" "rfe",       /* Latin-1 */
+		"trunc\xc3",            /* a sequence cut short */
+		"\xc0\xaf",             /* an overlong "/" */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *error = NULL;
+
+		assert_null(imap_mailbox_encode(bad[i], &error));
+		assert_string_equal(error, "not UTF-8");
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_plain_names_unchanged),
+		cmocka_unit_test(test_ampersand_is_escaped),
+		cmocka_unit_test(test_non_ascii_in_base64_runs),
+		cmocka_unit_test(test_not_utf8_is_refused),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
