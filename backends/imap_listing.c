@@ -275,6 +275,23 @@ static bool encode_folder(const char *folder, char *buf, size_t size)
 	return true;
 }
 
+/* The server answered SELECT with NO or BAD, saying TEXT.  The client's
+ * -ERR names the folder as IMAP does: POP3 responses are ASCII. */
+static int select_refused(struct imap_backend *ib, const char *text,
+			  struct backend_error *err)
+{
+	char hbuf[128], fbuf[128], sbuf[256];
+
+	log_warn("event=upstream_error host=%s op=SELECT folder=%s "
+		 "response=%s",
+		 log_value(hbuf, sizeof(hbuf), ib->set->host),
+		 log_value(fbuf, sizeof(fbuf), folder_name(ib)),
+		 log_value(sbuf, sizeof(sbuf), text));
+	return backend_fail(err, BACKEND_PERM,
+			    "upstream folder %s cannot be opened",
+			    folder_imap_name(ib));
+}
+
 /*
  * SELECT and UID FETCH 1:* (UID RFC822.SIZE) in one write, both responses
  * read to their tagged end.  Returns a libetpan code for the stream
@@ -348,7 +365,7 @@ static int select_and_list(struct imap_backend *ib, struct snapshot_ctx *sc,
 {
 	struct listing ls = { .sc = sc, .select_state = -1,
 			      .fetch_state = -1 };
-	char quoted[1024], hbuf[128], fbuf[128], sbuf[256];
+	char quoted[1024];
 	int r;
 
 	if (!encode_folder(folder_imap_name(ib), quoted, sizeof(quoted)))
@@ -371,16 +388,8 @@ static int select_and_list(struct imap_backend *ib, struct snapshot_ctx *sc,
 		return session_failed(ib, ls.select_state < 0 ? "SELECT" :
 				      "UID FETCH", r, BACKEND_TEMP, err);
 	}
-	if (ls.select_state != MAILIMAP_RESP_COND_STATE_OK) {
-		log_warn("event=upstream_error host=%s op=SELECT folder=%s "
-			 "response=%s",
-			 log_value(hbuf, sizeof(hbuf), ib->set->host),
-			 log_value(fbuf, sizeof(fbuf), folder_name(ib)),
-			 log_value(sbuf, sizeof(sbuf), ls.text));
-		return backend_fail(err, BACKEND_PERM,
-				    "upstream folder %s cannot be opened",
-				    folder_name(ib));
-	}
+	if (ls.select_state != MAILIMAP_RESP_COND_STATE_OK)
+		return select_refused(ib, ls.text, err);
 	if (sc->oom)
 		return backend_fail(err, BACKEND_TEMP,
 				    "out of memory listing messages");
@@ -431,21 +440,13 @@ static int select_and_list_slowly(struct imap_backend *ib,
 				  uint32_t *uidvalidity_r,
 				  struct backend_error *err)
 {
-	char hbuf[128], fbuf[128], sbuf[256];
 	int r;
 
 	r = mailimap_select(ib->imap, folder_imap_name(ib));
 	if (r != MAILIMAP_NO_ERROR) {
 		if (is_session_error(r))
 			return session_failed(ib, "SELECT", r, BACKEND_TEMP, err);
-		log_warn("event=upstream_error host=%s op=SELECT folder=%s "
-			 "response=%s",
-			 log_value(hbuf, sizeof(hbuf), ib->set->host),
-			 log_value(fbuf, sizeof(fbuf), folder_name(ib)),
-			 log_value(sbuf, sizeof(sbuf), server_text(ib)));
-		return backend_fail(err, BACKEND_PERM,
-				    "upstream folder %s cannot be opened",
-				    folder_name(ib));
+		return select_refused(ib, server_text(ib), err);
 	}
 	*uidvalidity_r = ib->imap->imap_selection_info->sel_uidvalidity;
 	if (ib->imap->imap_selection_info->sel_exists > 0) {

@@ -124,6 +124,23 @@ def test_folder_named_in_utf8(user, make_popgate):
     assert left == uids[1:]
 
 
+@pytest.mark.popgate_only
+def test_missing_folder_is_sys_perm(user, make_popgate):
+    """A folder the server refuses to SELECT fails the login with
+    [SYS/PERM] (retrying will not help), naming the folder in ASCII."""
+    user.fill(five())
+    pg = make_popgate({"upstream": {"folder": "Entw\u00fcrfe"}})
+    c = RawPOP3(pg.host, pg.port)
+    try:
+        c.ok("USER " + user.name)
+        resp = c.cmd("PASS " + user.password)
+        assert resp == (b"-ERR [SYS/PERM] upstream folder Entw&APw-rfe "
+                        b"cannot be opened\r\n"), resp
+    finally:
+        c.close()
+    assert pg.wait_log(r"event=upstream_error [^\n]*op=SELECT"), pg.log()
+
+
 def curl(*args):
     res = subprocess.run(["curl", "--silent", "--show-error",
                           "--max-time", str(TIMEOUT)] + list(args),
