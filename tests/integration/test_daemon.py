@@ -215,6 +215,15 @@ def test_sigterm_drains_running_session(user, make_popgate):
     assert [m[0] for m in user.messages()] == uids[1:]
 
 
+def expect_stop_notice(c):
+    """The stop has reached C's session: -ERR [SYS/TEMP] at its wait for
+    a command, then the connection closes."""
+    c.sock.settimeout(10)
+    line = c.read_line()
+    assert line.startswith(b"-ERR [SYS/TEMP]"), line
+    assert c.at_eof()
+
+
 def test_sigterm_drain_time_ends_idle_session(user, make_popgate):
     uids = user.fill(five())
     pg = make_popgate({"daemon": {"drain_time": "1s"}})
@@ -223,10 +232,7 @@ def test_sigterm_drain_time_ends_idle_session(user, make_popgate):
         c.login(user.name, user.password)
         c.ok("DELE 1")
         pg.signal(signal.SIGTERM)
-        c.sock.settimeout(10)
-        line = c.read_line()
-        assert line.startswith(b"-ERR [SYS/TEMP]"), line
-        assert c.at_eof()
+        expect_stop_notice(c)
     finally:
         c.close()
     assert pg.wait(10) == 0, pg.log()
@@ -249,10 +255,7 @@ def test_second_sigterm_ends_drain(user, make_popgate):
         wait_refused(pg)
         assert c.cmd("NOOP").startswith(b"+OK")
         pg.signal(signal.SIGTERM)
-        c.sock.settimeout(10)
-        line = c.read_line()
-        assert line.startswith(b"-ERR [SYS/TEMP]"), line
-        assert c.at_eof()
+        expect_stop_notice(c)
     finally:
         c.close()
     assert pg.wait(10) == 0, pg.log()
