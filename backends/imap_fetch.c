@@ -391,6 +391,12 @@ static int fetch_whole(struct imap_backend *ib, struct fetch_ctx *fc,
 	return 0;
 }
 
+/* The first range of a TOP that estimated FIRST_CHUNK octets. */
+static uint64_t first_range(uint64_t first_chunk)
+{
+	return first_chunk < FETCH_FIRST_MIN ? FETCH_FIRST_MIN : first_chunk;
+}
+
 /*
  * The range after one of LEN octets that ended at DELIVERED: twice as long
  * (FETCH_NEXT_MIN at least), or, where doubling would pass the end, one
@@ -424,7 +430,7 @@ static int fetch_ranges(struct imap_backend *ib, struct fetch_ctx *fc,
 	uint64_t len;
 	int r;
 
-	len = first_chunk < FETCH_FIRST_MIN ? FETCH_FIRST_MIN : first_chunk;
+	len = first_range(first_chunk);
 	for (;;) {
 		if (len > FETCH_CHUNK_MAX)
 			len = FETCH_CHUNK_MAX;
@@ -495,8 +501,7 @@ int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	struct prefetch_body *b;
 	bool retr = first_chunk >= entry->size, heads;
 	/* What a read ahead asks of each message: 0, all of a small one. */
-	uint64_t head = retr ? 0 : first_chunk < FETCH_FIRST_MIN ?
-			FETCH_FIRST_MIN : first_chunk;
+	uint64_t head = retr ? 0 : first_range(first_chunk);
 	int r;
 
 	if (ib->imap == NULL || !ib->authenticated)
