@@ -6,26 +6,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <openssl/rand.h>
 
 #include "imap_uid_fetch.h"
 #include "imap_uidmap.h"
+#include "monotime.h"
 #include "uidstore_sqlite.h"
 
 #define EXACT_RANGE (4u * 1024 * 1024)
 /* A server that keeps sending past the announced size is not believed
  * forever: 1 GiB of 4 MiB ranges. */
 #define EXACT_MAX_RANGES 256
-
-uint64_t imap_uidmap_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* Items come in ascending UID (uidmap asks in snapshot order). */
 static struct uidmap_need *find_item(struct uidmap_need *items, size_t n,
@@ -462,7 +454,7 @@ static int exact_sizes(struct imap_uidmap_ctx *c, struct uidmap_need *items,
 		if (!q->want_size)
 			continue;
 		if (c->exact_deadline_ms != 0 &&
-		    imap_uidmap_now_ms() >= c->exact_deadline_ms) {
+		    monotime_ms() >= c->exact_deadline_ms) {
 			q->size_known = false; /* a later login measures it */
 			continue;
 		}
@@ -498,7 +490,7 @@ int imap_uidmap_snapshot(mailimap *imap, const char *store_path,
 		.imap = imap,
 		.size_mode = mode,
 		.exact_deadline_ms = budget_ms != 0 ?
-				     imap_uidmap_now_ms() + budget_ms : 0,
+				     monotime_ms() + budget_ms : 0,
 		.imap_error = MAILIMAP_NO_ERROR,
 	};
 	struct uidstore *st = uidstore_sqlite_open(store_path, error_r);

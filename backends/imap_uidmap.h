@@ -54,7 +54,4 @@ int imap_uidmap_snapshot(mailimap *imap, const char *store_path,
 			 enum uidmap_size_mode mode, uint64_t budget_ms,
 			 int *imap_error_r, const char **error_r);
 
-/* The CLOCK_MONOTONIC time in milliseconds, for exact_deadline_ms. */
-uint64_t imap_uidmap_now_ms(void);
-
 #endif
