@@ -70,6 +70,7 @@ struct daemon {
 	 */
 	int accepting_pipe[2];
 	int idle_pipe[2];
+	bool killing;  /* the stop has sent SIGKILL: such a death is no crash */
 };
 
 /* What a session process writes on idle_pipe: one write, so atomic. */
@@ -497,7 +498,10 @@ static void reap_children(struct daemon *d)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		forget_child(d, pid);
-		if (WIFSIGNALED(status))
+		if (WIFSIGNALED(status) && d->killing &&
+		    WTERMSIG(status) == SIGKILL)
+			log_warn("event=session_killed pid=%ld", (long)pid);
+		else if (WIFSIGNALED(status))
 			log_error("event=session_crashed pid=%ld signal=%d",
 				  (long)pid, WTERMSIG(status));
 		else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
@@ -574,6 +578,7 @@ static void stop(struct daemon *d)
 		return;
 	log_warn("event=killing_sessions sessions=%zu reason=%s",
 		 d->children.count, stop_signals > 2 ? "signal" : "timeout");
+	d->killing = true;
 	signal_children(d, SIGKILL);
 	wait_children(d, monotime_ms() + 5000, 3);
 }

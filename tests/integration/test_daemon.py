@@ -12,7 +12,7 @@ import pytest
 
 import popgate as popgate_lib
 from dovecot import free_port
-from messages import five
+from messages import five, large
 from pop3client import RawPOP3
 
 pytestmark = pytest.mark.popgate_only
@@ -261,6 +261,35 @@ def test_second_sigterm_ends_drain(user, make_popgate):
     assert pg.wait(10) == 0, pg.log()
     assert "reason=signal" in pg.log()
     # Cut before QUIT: nothing deleted.
+    assert [m[0] for m in user.messages()] == uids
+
+
+def test_third_sigterm_kills_stuck_session(user, make_popgate):
+    """A session inside a command cannot close between commands: its
+    client has stopped reading a RETR.  A third signal kills it instead of
+    waiting out command_timeout, and the master says it killed it (no
+    crash)."""
+    uids = user.fill([large(20 * 1024 * 1024)])
+    pg = make_popgate({"daemon": {"drain_time": "1h"},
+                       "upstream": {"command_timeout": "1h"},
+                       "pop3": {"timeout_send": "1h"}})
+    c = RawPOP3(pg.host, pg.port)
+    try:
+        c.login(user.name, user.password)
+        # 20 MB outgrow the sockets' buffers: the session blocks in RETR.
+        c.send(b"RETR 1\r\n")
+        pg.signal(signal.SIGTERM)
+        wait_refused(pg)
+        pg.signal(signal.SIGTERM)
+        assert pg.wait_log(r"event=stopping_sessions [^\n]*reason=signal"), \
+            pg.log()
+        pg.signal(signal.SIGTERM)
+        assert pg.wait(10) == 0, pg.log()
+    finally:
+        c.close()
+    assert re.search(r"event=killing_sessions [^\n]*reason=signal",
+                     pg.log()), pg.log()
+    assert "event=session_killed" in pg.log()
     assert [m[0] for m in user.messages()] == uids
 
 
