@@ -77,6 +77,10 @@ int session_failed(struct imap_backend *ib, const char *op, int r,
 int imap_login(struct backend *be, const char *user, const char *pass,
 	       struct backend_error *err);
 
+/* The server's capabilities after login, asked for (CAPABILITY) only where
+ * the login's OK did not carry them; a libetpan code. */
+int imap_learn_capabilities(struct imap_backend *ib);
+
 /* imap_listing.c: SELECT the folder and list it into SNAP; sets
  * ib->snap_msgs (owned by the engine) for the read-ahead. */
 int imap_snapshot(struct backend *be, struct mail_snapshot *snap,

@@ -66,6 +66,19 @@ static bool have_capabilities(const struct imap_backend *ib)
 	return info != NULL && info->imap_capability != NULL;
 }
 
+int imap_learn_capabilities(struct imap_backend *ib)
+{
+	struct mailimap_capability_data *caps = NULL;
+	int r;
+
+	if (have_capabilities(ib))
+		return MAILIMAP_NO_ERROR;
+	r = mailimap_capability(ib->imap, &caps);
+	if (r == MAILIMAP_NO_ERROR)
+		mailimap_capability_data_free(caps);
+	return r;
+}
+
 static int start_tls(struct imap_backend *ib, struct backend_error *err)
 {
 	struct transport_error te = { 0 };
@@ -428,8 +441,9 @@ int imap_login(struct backend *be, const char *user, const char *pass,
 		drop_connection(ib);
 		return backend_fail(err, BACKEND_TEMP, "out of memory");
 	}
+	/* A login OK without the server's new capabilities (Exchange's)
+	 * leaves them unknown until UPDATE needs UIDPLUS: most sessions
+	 * delete nothing, and asking now would cost each a round trip. */
 	ib->authenticated = true;
-	if (!have_capabilities(ib) && refresh_capabilities(ib, err) < 0)
-		return -1;
 	return 0;
 }

@@ -113,6 +113,7 @@ int imap_update(struct backend *be,
 {
 	struct imap_backend *ib = (struct imap_backend *)be;
 	char seen_text[512], del_text[512], fbuf[128];
+	const char *none_deleted;
 	struct mailimap_set *set;
 	int r;
 
@@ -136,16 +137,22 @@ int imap_update(struct backend *be,
 	}
 	if (n_expunge == 0)
 		goto done;
+	none_deleted = n_seen > 0 ? "messages marked read, none deleted" :
+		"nothing was changed";
+	/* UIDPLUS decides below; a login OK may not have said. */
+	r = imap_learn_capabilities(ib);
+	if (r != MAILIMAP_NO_ERROR)
+		return update_failed(ib, "CAPABILITY", r, none_deleted, err);
 
 	set = uid_set_new(expunge, n_expunge, del_text, sizeof(del_text));
 	if (set == NULL)
-		return backend_fail(err, BACKEND_TEMP,
-				    "out of memory: messages marked read, none deleted");
+		return backend_fail(err, BACKEND_TEMP, "out of memory: %s",
+				    none_deleted);
 	r = store_flag(ib, set, mailimap_flag_new_deleted());
 	if (r != MAILIMAP_NO_ERROR) {
 		mailimap_set_free(set);
 		return update_failed(ib, "UID STORE \\Deleted", r,
-				     "messages marked read, none deleted", err);
+				     none_deleted, err);
 	}
 	/*
 	 * A bare EXPUNGE would also remove messages another client flagged

@@ -116,3 +116,32 @@ def test_X_V0006_quit_spares_others_deleted(make_popgate, uidplus):
             assert resp.startswith(b"-ERR "), resp
     finally:
         fake.stop()
+
+
+def test_capabilities_after_login_asked_only_to_delete(make_popgate):
+    """A login OK without the server's capabilities (Exchange's) costs no
+    CAPABILITY round trip: only an UPDATE that deletes needs them (UIDPLUS),
+    and asks then, before flagging anything."""
+    msgs = [MSG.replace(b"hello", b"message %d" % n) for n in (1, 2)]
+    fake = FakeIMAP(msgs).start()
+    try:
+        pg = make_popgate(upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            c.multi("RETR 1")
+            c.ok("QUIT")
+        assert not sent(fake, rb"^\S+ CAPABILITY"), fake.commands
+        del fake.commands[:]
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            c.ok("DELE 1")
+            c.ok("QUIT")
+        names = [l.split()[1].upper() + (b" " + l.split()[2].upper()
+                                         if l.split()[1].upper() == b"UID"
+                                         else b"")
+                 for l in fake.commands]
+        assert names.index(b"CAPABILITY") < names.index(b"UID STORE") \
+            < names.index(b"UID EXPUNGE"), fake.commands
+        assert fake.live == [2], fake.commands
+    finally:
+        fake.stop()
