@@ -13,6 +13,9 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
 
 #include "imap_internal.h"
 #include "log.h"
@@ -130,13 +133,17 @@ static int imap_keepalive(struct backend *be, struct backend_error *err)
 	struct imap_backend *ib = (struct imap_backend *)be;
 	int r;
 
-	if (ib->imap == NULL)
-		return backend_fail(err, BACKEND_TEMP,
-				    "upstream session is not available");
-	r = mailimap_noop(ib->imap);
-	if (r == MAILIMAP_NO_ERROR)
-		return 0;
-	return session_failed(ib, "NOOP", r, BACKEND_TEMP, err);
+	/* A lost connection is made again now, while the client has
+	 * nothing waiting on it. */
+	if (ib->imap != NULL) {
+		r = mailimap_noop(ib->imap);
+		if (r == MAILIMAP_NO_ERROR)
+			return 0;
+		session_failed(ib, "NOOP", r, BACKEND_TEMP, err);
+		if (!imap_resumable(ib))
+			return -1;
+	}
+	return imap_resume(ib, err);
 }
 
 static void imap_free(struct backend *be)
@@ -149,6 +156,8 @@ static void imap_free(struct backend *be)
 	}
 	drop_connection(ib);
 	prefetch_cache_free(ib->cache);
+	if (ib->pass != NULL)
+		OPENSSL_clear_free(ib->pass, strlen(ib->pass));
 	free(ib->user);
 	free(ib);
 }

@@ -12,6 +12,11 @@
  * BACKEND_PERM.  Messages are read with BODY.PEEK, so nothing is marked
  * \Seen before update().
  *
+ * With set->reconnect, a connection lost after the snapshot is made again
+ * (login, SELECT, the same UIDVALIDITY) by the next fetch(), update() or
+ * keepalive(), and a command none of whose octets reached the sink is
+ * repeated on it; at most 3 times per session.
+ *
  * update() removes messages only with UID EXPUNGE (UIDPLUS).  A server
  * without UIDPLUS gets the \Deleted flags but never a bare EXPUNGE (that
  * would also remove messages other clients flagged): update() then fails
@@ -53,6 +58,9 @@ struct upstream_settings {
 	uint64_t connect_timeout_ms;
 	uint64_t command_timeout_ms;
 	bool forward_client_ip;   /* send IMAP ID x-originating-ip/port */
+	/* After a connection lost in TRANSACTION, log in again and go on
+	 * (the password stays in the session's memory); default true. */
+	bool reconnect;
 	/* Unique-id store file (uidmap.h, issue 5); NULL: serve IMAP UIDs. */
 	const char *uid_store;
 	enum uidmap_size_mode size_mode;  /* default UIDMAP_SIZE_UPSTREAM */

@@ -489,11 +489,11 @@ static int send_prefetched(struct imap_backend *ib, struct prefetch_body *b,
 			    err);
 }
 
-int imap_fetch(struct backend *be, const struct mail_entry *entry,
-	       uint64_t first_chunk, backend_sink_fn *sink, void *ctx,
-	       struct backend_error *err)
+/* One attempt at imap_fetch() on the current connection. */
+static int fetch_once(struct imap_backend *ib, const struct mail_entry *entry,
+		      uint64_t first_chunk, backend_sink_fn *sink, void *ctx,
+		      struct backend_error *err)
 {
-	struct imap_backend *ib = (struct imap_backend *)be;
 	struct fetch_ctx fc = {
 		.uid = entry->imap_uid, .sink = sink, .sink_ctx = ctx,
 	};
@@ -504,9 +504,6 @@ int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	uint64_t head = retr ? 0 : first_range(first_chunk);
 	int r;
 
-	if (ib->imap == NULL || !ib->authenticated)
-		return backend_fail(err, BACKEND_TEMP,
-				    "upstream session is not available");
 	/* A TOP going through the messages in order, asking for no more
 	 * than a small message's worth. */
 	heads = !retr && head <= PREFETCH_SMALL &&
@@ -531,4 +528,44 @@ int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	if (retr)
 		return fetch_whole(ib, &fc, err);
 	return fetch_ranges(ib, &fc, entry->size, 0, first_chunk, err);
+}
+
+/* The caller's sink, and whether it was given anything yet. */
+struct watched_sink {
+	backend_sink_fn *sink;
+	void *ctx;
+	bool used;
+};
+
+static int watched_sink(void *context, const char *data, size_t len)
+{
+	struct watched_sink *w = context;
+
+	w->used = true;
+	return w->sink(w->ctx, data, len);
+}
+
+int imap_fetch(struct backend *be, const struct mail_entry *entry,
+	       uint64_t first_chunk, backend_sink_fn *sink, void *ctx,
+	       struct backend_error *err)
+{
+	struct imap_backend *ib = (struct imap_backend *)be;
+	struct watched_sink w = { sink, ctx, false };
+	int r;
+
+	if (imap_resume(ib, err) < 0)
+		return -1;
+	r = fetch_once(ib, entry, first_chunk, &watched_sink, &w, err);
+	/*
+	 * A connection that failed before the first octet reached the client
+	 * was most likely closed by the server between commands (a restart,
+	 * a failover, an idle limit): once more on a new one.
+	 */
+	if (r < 0 && err->status == BACKEND_TEMP && !w.used &&
+	    ib->imap == NULL && imap_resumable(ib)) {
+		if (imap_resume(ib, err) < 0)
+			return -1;
+		r = fetch_once(ib, entry, first_chunk, &watched_sink, &w, err);
+	}
+	return r;
 }

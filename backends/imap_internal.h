@@ -39,6 +39,14 @@ struct imap_backend {
 	 * going through the messages in order, and reads the next ones'
 	 * heads ahead. */
 	uint32_t fetch_next_uid;
+	/* What imap_resume() needs after a lost connection: the password
+	 * (only with set->reconnect; cleansed when freed), the snapshot's
+	 * UIDVALIDITY, and how often it has reconnected. */
+	char *pass;
+	bool have_snapshot;
+	bool folder_reset;  /* UIDVALIDITY moved: the snapshot names nothing */
+	uint32_t uidvalidity;
+	unsigned resumes;
 };
 
 /* --- imap_backend.c: error mapping ---------------------------------------- */
@@ -80,6 +88,20 @@ int imap_login(struct backend *be, const char *user, const char *pass,
 /* The server's capabilities after login, asked for (CAPABILITY) only where
  * the login's OK did not carry them; a libetpan code. */
 int imap_learn_capabilities(struct imap_backend *ib);
+
+/*
+ * Make sure a session that has its snapshot is connected: after the
+ * connection was lost, connect and log in again with the session's
+ * credentials and SELECT the folder, which must have kept the snapshot's
+ * UIDVALIDITY (else the snapshot's UIDs could name other messages).  At
+ * most IMAP_RESUME_MAX times per session.  0 when connected, or -1 with
+ * ERR set (BACKEND_TEMP).
+ */
+#define IMAP_RESUME_MAX 3
+int imap_resume(struct imap_backend *ib, struct backend_error *err);
+
+/* Whether imap_resume() would try to reconnect a lost connection. */
+bool imap_resumable(const struct imap_backend *ib);
 
 /* imap_listing.c: SELECT the folder and list it into SNAP; sets
  * ib->snap_msgs (owned by the engine) for the read-ahead. */

@@ -506,5 +506,7 @@ int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 	snap->msgs = sc.msgs;
 	ib->snap_msgs = sc.msgs;
 	ib->snap_count = out;
+	ib->uidvalidity = snap->uidvalidity;
+	ib->have_snapshot = true;
 	return 0;
 }

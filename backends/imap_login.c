@@ -1,7 +1,8 @@
 /*
  * imap_login.c - connecting and logging in: the greeting, STARTTLS,
  * CAPABILITY, AUTHENTICATE PLAIN (or LOGIN) and the RFC 2971 ID that
- * forwards the client's address.
+ * forwards the client's address; and doing it again, with a SELECT, when
+ * the connection is lost in the middle of a session.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -441,9 +442,84 @@ int imap_login(struct backend *be, const char *user, const char *pass,
 		drop_connection(ib);
 		return backend_fail(err, BACKEND_TEMP, "out of memory");
 	}
+	/* Without a copy (no memory) a lost connection is not resumed. */
+	if (ib->set->reconnect && ib->pass == NULL)
+		ib->pass = strdup(pass);
 	/* A login OK without the server's new capabilities (Exchange's)
 	 * leaves them unknown until UPDATE needs UIDPLUS: most sessions
 	 * delete nothing, and asking now would cost each a round trip. */
 	ib->authenticated = true;
+	return 0;
+}
+
+/* --- resuming a session ------------------------------------------------- */
+
+bool imap_resumable(const struct imap_backend *ib)
+{
+	return ib->pass != NULL && ib->have_snapshot && !ib->folder_reset &&
+		ib->resumes < IMAP_RESUME_MAX;
+}
+
+/* SELECT the folder again on the new connection: 0 when it is the one
+ * the snapshot was taken of, or -1 with ERR set and the connection
+ * dropped. */
+static int reselect(struct imap_backend *ib, struct backend_error *err)
+{
+	char fbuf[128];
+	uint32_t now;
+	int r;
+
+	r = mailimap_select(ib->imap, folder_imap_name(ib));
+	if (r != MAILIMAP_NO_ERROR) {
+		if (is_session_error(r))
+			return session_failed(ib, "SELECT", r, BACKEND_TEMP,
+					      err);
+		log_upstream_error(ib, "SELECT", server_text(ib));
+		drop_connection(ib);
+		return backend_fail(err, BACKEND_TEMP,
+				    "upstream folder %s cannot be opened again",
+				    folder_imap_name(ib));
+	}
+	now = ib->imap->imap_selection_info->sel_uidvalidity;
+	if (now == ib->uidvalidity)
+		return 0;
+	log_warn("event=upstream_resume_refused folder=%s uidvalidity=%u "
+		 "was=%u", log_value(fbuf, sizeof(fbuf), folder_name(ib)),
+		 now, ib->uidvalidity);
+	ib->folder_reset = true;
+	drop_connection(ib);
+	return backend_fail(err, BACKEND_TEMP,
+			    "upstream folder was reset during the session");
+}
+
+int imap_resume(struct imap_backend *ib, struct backend_error *err)
+{
+	char fbuf[128];
+	int r;
+
+	if (ib->imap != NULL && ib->authenticated)
+		return 0;
+	if (!imap_resumable(ib))
+		return backend_fail(err, BACKEND_TEMP, ib->folder_reset ?
+				    "upstream folder was reset during the session" :
+				    "upstream session is not available");
+	ib->resumes++;
+	drop_connection(ib);
+	if (connect_upstream(ib, err) < 0)
+		return -1;
+	r = try_login(ib, ib->user, ib->pass);
+	if (r == MAILIMAP_ERROR_LOGIN) {
+		log_upstream_error(ib, "login", server_text(ib));
+		drop_connection(ib);
+		return backend_fail(err, BACKEND_TEMP,
+				    "upstream refused the login again");
+	}
+	if (r != MAILIMAP_NO_ERROR)
+		return session_failed(ib, "login", r, BACKEND_TEMP, err);
+	ib->authenticated = true;
+	if (reselect(ib, err) < 0)
+		return -1;
+	log_info("event=upstream_reconnected folder=%s attempt=%u",
+		 log_value(fbuf, sizeof(fbuf), folder_name(ib)), ib->resumes);
 	return 0;
 }

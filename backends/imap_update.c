@@ -106,22 +106,18 @@ static int update_failed(struct imap_backend *ib, const char *op, int r,
 	return backend_fail(err, err->status, "%s; %s", reason, done);
 }
 
-int imap_update(struct backend *be,
-		const struct mail_entry *const *expunge, size_t n_expunge,
-		const struct mail_entry *const *seen, size_t n_seen,
-		struct backend_error *err)
+/* One attempt at imap_update() on the current connection. */
+static int update_once(struct imap_backend *ib,
+		       const struct mail_entry *const *expunge,
+		       size_t n_expunge,
+		       const struct mail_entry *const *seen, size_t n_seen,
+		       struct backend_error *err)
 {
-	struct imap_backend *ib = (struct imap_backend *)be;
 	char seen_text[512], del_text[512], fbuf[128];
 	const char *none_deleted;
 	struct mailimap_set *set;
 	int r;
 
-	if (n_seen == 0 && n_expunge == 0)
-		return 0;
-	if (ib->imap == NULL || !ib->authenticated)
-		return backend_fail(err, BACKEND_TEMP,
-				    "upstream session lost: nothing was changed");
 	seen_text[0] = del_text[0] = '\0';
 
 	if (n_seen > 0) {
@@ -180,4 +176,36 @@ done:
 		 seen_text[0] ? seen_text : "none",
 		 del_text[0] ? del_text : "none");
 	return 0;
+}
+
+int imap_update(struct backend *be,
+		const struct mail_entry *const *expunge, size_t n_expunge,
+		const struct mail_entry *const *seen, size_t n_seen,
+		struct backend_error *err)
+{
+	struct imap_backend *ib = (struct imap_backend *)be;
+	char reason[sizeof(err->text)];
+	int r;
+
+	if (n_seen == 0 && n_expunge == 0)
+		return 0;
+	if (imap_resume(ib, err) < 0) {
+		snprintf(reason, sizeof(reason), "%s", err->text);
+		return backend_fail(err, err->status,
+				    "%s: nothing was changed", reason);
+	}
+	r = update_once(ib, expunge, n_expunge, seen, n_seen, err);
+	/*
+	 * Every step is by UID and may be repeated (flags already set stay
+	 * set, UIDs already expunged are skipped), so a connection lost part
+	 * way through is resumed and the whole update done again.
+	 */
+	if (r < 0 && err->status == BACKEND_TEMP && ib->imap == NULL &&
+	    imap_resumable(ib)) {
+		snprintf(reason, sizeof(reason), "%s", err->text);
+		if (imap_resume(ib, err) < 0)
+			return backend_fail(err, err->status, "%s", reason);
+		r = update_once(ib, expunge, n_expunge, seen, n_seen, err);
+	}
+	return r;
 }

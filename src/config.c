@@ -134,6 +134,8 @@ static const struct config_key schema[] = {
 	  SEC, DAY, NULL, false },
 	{ SEC_UPSTREAM, "forward_client_ip", VAL_BOOL,
 	  CFG(upstream.forward_client_ip), 0, 0, NULL, false },
+	{ SEC_UPSTREAM, "reconnect", VAL_BOOL, CFG(upstream.reconnect), 0, 0,
+	  NULL, false },
 
 	{ SEC_POP3, "login_type", VAL_ENUM, CFG(pop3.login_type), 0, 0,
 	  login_type_names, false },
@@ -625,6 +627,7 @@ static void set_defaults(struct pg_config *cfg)
 	cfg->upstream.command_timeout_ms = 60 * SEC;
 	cfg->upstream_keepalive_ms = 5 * MIN;
 	cfg->upstream.forward_client_ip = false;
+	cfg->upstream.reconnect = true;
 	cfg->upstream.size_mode = UIDMAP_SIZE_UPSTREAM;
 	cfg->upstream.exact_budget_ms = 10 * SEC;
 	pop3_settings_init(&cfg->pop3);

@@ -131,6 +131,7 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(cfg->upstream.connect_timeout_ms, 10000);
 	assert_int_equal(cfg->upstream.command_timeout_ms, 60000);
 	assert_false(cfg->upstream.forward_client_ip);
+	assert_true(cfg->upstream.reconnect);
 	assert_int_equal(cfg->upstream_keepalive_ms, 300000);
 	assert_int_equal(cfg->pop3.login_type, POP3_LOGIN_SECURE);
 	assert_int_equal(cfg->pop3.max_command_size, 512);
@@ -167,7 +168,7 @@ static void test_every_key(void **state)
 		 "  ca_file = \"%s\"; verify = false; server_name = \"mx\";\n"
 		 "  folder = \"Archive\"; connect_timeout = \"500ms\";\n"
 		 "  command_timeout = 90; keepalive = \"2m\";\n"
-		 "  forward_client_ip = true; };\n"
+		 "  forward_client_ip = true; reconnect = false; };\n"
 		 "pop3 = { login_type = \"plaintext\"; max_command_size = 1024;\n"
 		 "  max_sasl_size = \"64K\"; max_bad_commands = 5;\n"
 		 "  max_failed_logins = 1; failed_login_delay = 0;\n"
@@ -202,6 +203,7 @@ static void test_every_key(void **state)
 	assert_int_equal(cfg->upstream.command_timeout_ms, 90000);
 	assert_int_equal(cfg->upstream_keepalive_ms, 120000);
 	assert_true(cfg->upstream.forward_client_ip);
+	assert_false(cfg->upstream.reconnect);
 	assert_int_equal(cfg->pop3.login_type, POP3_LOGIN_PLAINTEXT);
 	assert_int_equal(cfg->pop3.max_command_size, 1024);
 	assert_int_equal(cfg->pop3.max_sasl_size, 65536);
