@@ -131,12 +131,12 @@ int session_failed(struct imap_backend *ib, const char *op, int r,
 static int imap_keepalive(struct backend *be, struct backend_error *err)
 {
 	struct imap_backend *ib = (struct imap_backend *)be;
-	int r;
 
 	/* A lost connection is made again now, while the client has
 	 * nothing waiting on it. */
 	if (ib->imap != NULL) {
-		r = mailimap_noop(ib->imap);
+		int r = mailimap_noop(ib->imap);
+
 		if (r == MAILIMAP_NO_ERROR)
 			return 0;
 		session_failed(ib, "NOOP", r, BACKEND_TEMP, err);
