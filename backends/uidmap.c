@@ -641,92 +641,187 @@ int uidmap_assign(struct uidstore *st, const struct uidstore_key *key,
 	return r == ROUND_DONE ? 0 : -1;
 }
 
-struct forget_list {
+/* The mailboxes a change applies to, copied out of the listing. */
+struct selection {
 	struct uidstore_mailbox *mbs;
-	char **upstreams;
-	char **folders;
+	char **upstreams, **users, **folders;
 	size_t n, cap;
-	const char *upstream, *folder;
+	const char *upstream, *folder; /* filters; NULL: any */
 	bool oom;
 };
 
-static int collect_mailbox(void *ctx, const struct uidstore_key *key,
-			   const struct uidstore_mailbox *mb)
+static int select_mailbox(void *ctx, const struct uidstore_key *key,
+			  const struct uidstore_mailbox *mb)
 {
-	struct forget_list *fl = ctx;
+	struct selection *sel = ctx;
+	size_t i;
 
-	if ((fl->upstream != NULL && strcmp(fl->upstream, key->upstream) != 0) ||
-	    (fl->folder != NULL && strcmp(fl->folder, key->folder) != 0))
+	if ((sel->upstream != NULL && strcmp(sel->upstream, key->upstream) != 0) ||
+	    (sel->folder != NULL && strcmp(sel->folder, key->folder) != 0))
 		return 0;
-	if (fl->n == fl->cap) {
-		size_t cap = fl->cap ? fl->cap * 2 : 8;
-		void *a = reallocarray(fl->mbs, cap, sizeof(*fl->mbs));
-		void *b = a ? reallocarray(fl->upstreams, cap, sizeof(char *)) : NULL;
-		void *c = b ? reallocarray(fl->folders, cap, sizeof(char *)) : NULL;
+	if (sel->n == sel->cap) {
+		size_t cap = sel->cap ? sel->cap * 2 : 8;
+		void *a = reallocarray(sel->mbs, cap, sizeof(*sel->mbs));
+		void *b = a ? reallocarray(sel->upstreams, cap, sizeof(char *)) : NULL;
+		void *c = b ? reallocarray(sel->users, cap, sizeof(char *)) : NULL;
+		void *d = c ? reallocarray(sel->folders, cap, sizeof(char *)) : NULL;
 
 		if (a != NULL)
-			fl->mbs = a;
+			sel->mbs = a;
 		if (b != NULL)
-			fl->upstreams = b;
-		if (c == NULL) {
-			fl->oom = true;
+			sel->upstreams = b;
+		if (c != NULL)
+			sel->users = c;
+		if (d == NULL) {
+			sel->oom = true;
 			return 1;
 		}
-		fl->folders = c;
-		fl->cap = cap;
+		sel->folders = d;
+		sel->cap = cap;
 	}
-	fl->upstreams[fl->n] = strdup(key->upstream);
-	fl->folders[fl->n] = strdup(key->folder);
-	fl->mbs[fl->n] = *mb;
-	fl->n++;
-	if (fl->upstreams[fl->n - 1] == NULL || fl->folders[fl->n - 1] == NULL) {
-		fl->oom = true;
+	i = sel->n++;
+	sel->mbs[i] = *mb;
+	sel->upstreams[i] = strdup(key->upstream);
+	sel->users[i] = strdup(key->user);
+	sel->folders[i] = strdup(key->folder);
+	if (sel->upstreams[i] == NULL || sel->users[i] == NULL ||
+	    sel->folders[i] == NULL) {
+		sel->oom = true;
 		return 1;
 	}
 	return 0;
 }
 
-int uidmap_forget(struct uidstore *st, const char *user, const char *upstream,
-		  const char *folder, size_t *count_r, const char **error_r)
+static void selection_free(struct selection *sel)
 {
-	struct forget_list fl = { .upstream = upstream, .folder = folder };
+	for (size_t i = 0; i < sel->n; i++) {
+		free(sel->upstreams[i]);
+		free(sel->users[i]);
+		free(sel->folders[i]);
+	}
+	free(sel->upstreams);
+	free(sel->users);
+	free(sel->folders);
+	free(sel->mbs);
+}
+
+/* What a change does to one mailbox, inside the caller's write
+ * transaction; adds what it changed to *COUNT.  0 or -1 with *error_r. */
+typedef int mailbox_change_fn(struct uidstore *st,
+			      const struct uidstore_key *key,
+			      struct uidstore_mailbox *mb, size_t *count,
+			      const char **error_r);
+
+/* CHANGE every mailbox of USER (NULL: all) on UPSTREAM and in FOLDER (NULL:
+ * any), all in one write transaction. */
+static int change_mailboxes(struct uidstore *st, const char *user,
+			    const char *upstream, const char *folder,
+			    mailbox_change_fn *change, size_t *count_r,
+			    const char **error_r)
+{
+	struct selection sel = { .upstream = upstream, .folder = folder };
+	size_t count = 0;
 	int r;
 
 	*count_r = 0;
 	if (st->ops->begin(st, true, error_r) < 0)
 		return -1;
-	r = st->ops->mailbox_list(st, user, collect_mailbox, &fl, error_r);
-	if (r == 0 && fl.oom) {
+	r = st->ops->mailbox_list(st, user, select_mailbox, &sel, error_r);
+	if (r == 0 && sel.oom) {
 		*error_r = "uid store: out of memory";
 		r = -1;
 	}
-	for (size_t i = 0; r == 0 && i < fl.n; i++) {
-		struct uidstore_key key = { fl.upstreams[i], user, fl.folders[i] };
-		struct uidstore_mailbox *mb = &fl.mbs[i];
+	for (size_t i = 0; r == 0 && i < sel.n; i++) {
+		struct uidstore_key key = {
+			sel.upstreams[i], sel.users[i], sel.folders[i],
+		};
 
-		/* The high-water mark stays: the next epoch starts above it. */
-		mb->uidvalidity = 0;
-		mb->offset = mb->high_water;
-		mb->last_uid = 0;
-		mb->known = 0;
-		mb->version++;
-		if (st->ops->clear_range(st, mb->mailbox_id, 0, UINT32_MAX,
-					 error_r) < 0 ||
-		    st->ops->mailbox_put(st, &key, mb, error_r) < 0)
-			r = -1;
+		r = change(st, &key, &sel.mbs[i], &count, error_r);
 	}
 	if (r == 0 && st->ops->commit(st, error_r) < 0)
 		r = -1;
 	if (r < 0)
 		st->ops->rollback(st);
 	else
-		*count_r = fl.n;
-	for (size_t i = 0; i < fl.n; i++) {
-		free(fl.upstreams[i]);
-		free(fl.folders[i]);
-	}
-	free(fl.upstreams);
-	free(fl.folders);
-	free(fl.mbs);
+		*count_r = count;
+	selection_free(&sel);
 	return r;
+}
+
+static int forget_mailbox(struct uidstore *st, const struct uidstore_key *key,
+			  struct uidstore_mailbox *mb, size_t *count,
+			  const char **error_r)
+{
+	/* The high-water mark stays: the next epoch starts above it. */
+	mb->uidvalidity = 0;
+	mb->offset = mb->high_water;
+	mb->last_uid = 0;
+	mb->known = 0;
+	mb->version++;
+	if (st->ops->clear_range(st, mb->mailbox_id, 0, UINT32_MAX,
+				 error_r) < 0 ||
+	    st->ops->mailbox_put(st, key, mb, error_r) < 0)
+		return -1;
+	(*count)++;
+	return 0;
+}
+
+int uidmap_forget(struct uidstore *st, const char *user, const char *upstream,
+		  const char *folder, size_t *count_r, const char **error_r)
+{
+	return change_mailboxes(st, user, upstream, folder, &forget_mailbox,
+				count_r, error_r);
+}
+
+/*
+ * Mark every known message of MB whose size came from the upstream as
+ * still to be measured: an exception row without a size gets
+ * size_pending (its id, if any, stays), and a message without a row gets
+ * one.  Rows that hold a size were measured or corrected already.
+ */
+static int measure_mailbox(struct uidstore *st, const struct uidstore_key *key,
+			   struct uidstore_mailbox *mb, size_t *count,
+			   const char **error_r)
+{
+	struct uidstore_record *rec = NULL;
+	struct uidstore_exception *exc = NULL;
+	size_t n_rec = 0, n_exc = 0, marked = 0;
+	int r = 0;
+
+	if (mb->uidvalidity == 0) /* forgotten: nothing is known */
+		return 0;
+	if (st->ops->records_get(st, mb->mailbox_id, &rec, &n_rec,
+				 error_r) < 0 ||
+	    st->ops->exceptions_get(st, mb->mailbox_id, &exc, &n_exc,
+				    error_r) < 0)
+		r = -1;
+	for (size_t i = 0, j = 0; r == 0 && i < n_rec; i++) {
+		struct uidstore_exception e = { .imap_uid = rec[i].imap_uid };
+
+		while (j < n_exc && exc[j].imap_uid < e.imap_uid)
+			j++;
+		if (j < n_exc && exc[j].imap_uid == e.imap_uid)
+			e = exc[j];
+		if (e.has_size || e.size_pending)
+			continue;
+		e.size_pending = true;
+		r = st->ops->exception_put(st, mb->mailbox_id, &e, error_r);
+		marked++;
+	}
+	if (r == 0 && marked > 0) {
+		mb->version++;
+		r = st->ops->mailbox_put(st, key, mb, error_r);
+	}
+	free(rec);
+	free(exc);
+	*count += marked;
+	return r;
+}
+
+int uidmap_measure_again(struct uidstore *st, const char *user,
+			 const char *upstream, const char *folder,
+			 size_t *count_r, const char **error_r)
+{
+	return change_mailboxes(st, user, upstream, folder, &measure_mailbox,
+				count_r, error_r);
 }

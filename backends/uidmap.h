@@ -82,4 +82,16 @@ int uidmap_assign(struct uidstore *st, const struct uidstore_key *key,
 int uidmap_forget(struct uidstore *st, const char *user, const char *upstream,
 		  const char *folder, size_t *count_r, const char **error_r);
 
+/*
+ * For a change of store.size_mode to "exact": mark the known messages of
+ * USER's mailboxes (NULL: every user's; UPSTREAM and FOLDER filter as for
+ * uidmap_forget) whose served size is the upstream's as still to be
+ * learned, so that the next logins ask for their sizes (under "exact",
+ * measured within the per-login budget).  Ids are not touched.
+ * *count_r gets the number of messages marked.  0 or -1 with *error_r.
+ */
+int uidmap_measure_again(struct uidstore *st, const char *user,
+			 const char *upstream, const char *folder,
+			 size_t *count_r, const char **error_r);
+
 #endif

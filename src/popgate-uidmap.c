@@ -4,6 +4,7 @@
  *   popgate-uidmap [-s STORE] show USER
  *   popgate-uidmap [-s STORE] export [USER]
  *   popgate-uidmap [-s STORE] forget [-u UPSTREAM] [-f FOLDER] USER
+ *   popgate-uidmap [-s STORE] measure [-u UPSTREAM] [-f FOLDER] [USER]
  *
  * Everything goes through uidstore.h/uidmap.h, so the tool sees exactly
  * what the daemon sees and forget keeps the high-water mark.  See
@@ -29,6 +30,7 @@ static void usage(FILE *out)
 		"usage: popgate-uidmap [-s STORE] show USER\n"
 		"       popgate-uidmap [-s STORE] export [USER]\n"
 		"       popgate-uidmap [-s STORE] forget [-u UPSTREAM] [-f FOLDER] USER\n"
+		"       popgate-uidmap [-s STORE] measure [-u UPSTREAM] [-f FOLDER] [USER]\n"
 		"STORE defaults to %s\n", DEFAULT_STORE);
 }
 
@@ -162,11 +164,13 @@ static int cmd_list(struct uidstore *st, const char *user, bool export)
 	return EXIT_SUCCESS;
 }
 
-static int cmd_forget(struct uidstore *st, int argc, char **argv)
+/* forget and measure: [-u UPSTREAM] [-f FOLDER] USER, where measure may
+ * leave USER out (every user). */
+static int cmd_change(struct uidstore *st, bool forget, int argc, char **argv)
 {
-	const char *upstream = NULL, *folder = NULL, *error = NULL;
+	const char *upstream = NULL, *folder = NULL, *user, *error = NULL;
 	size_t count = 0;
-	int c;
+	int c, r;
 
 	optind = 1;
 	while ((c = getopt(argc, argv, "u:f:")) != -1) {
@@ -182,17 +186,24 @@ static int cmd_forget(struct uidstore *st, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (argc - optind != 1) {
+	if (argc - optind > 1 || (forget && argc - optind != 1)) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (uidmap_forget(st, argv[optind], upstream, folder, &count,
-			  &error) < 0) {
+	user = optind < argc ? argv[optind] : NULL;
+	r = forget ? uidmap_forget(st, user, upstream, folder, &count, &error) :
+		uidmap_measure_again(st, user, upstream, folder, &count,
+				     &error);
+	if (r < 0) {
 		fprintf(stderr, "popgate-uidmap: %s\n", error);
 		return EXIT_FAILURE;
 	}
-	printf("forgot %zu mailbox%s (high-water marks kept)\n", count,
-	       count == 1 ? "" : "es");
+	if (forget)
+		printf("forgot %zu mailbox%s (high-water marks kept)\n", count,
+		       count == 1 ? "" : "es");
+	else
+		printf("%zu message%s to be measured at the next logins\n",
+		       count, count == 1 ? "" : "s");
 	return EXIT_SUCCESS;
 }
 
@@ -225,7 +236,7 @@ int main(int argc, char **argv)
 	if ((strcmp(cmd, "show") == 0 && argc != 2) ||
 	    (strcmp(cmd, "export") == 0 && argc > 2) ||
 	    (strcmp(cmd, "show") != 0 && strcmp(cmd, "export") != 0 &&
-	     strcmp(cmd, "forget") != 0)) {
+	     strcmp(cmd, "forget") != 0 && strcmp(cmd, "measure") != 0)) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}
@@ -239,8 +250,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "popgate-uidmap: %s\n", error);
 		return EXIT_FAILURE;
 	}
-	if (strcmp(cmd, "forget") == 0)
-		ret = cmd_forget(st, argc, argv);
+	if (strcmp(cmd, "forget") == 0 || strcmp(cmd, "measure") == 0)
+		ret = cmd_change(st, strcmp(cmd, "forget") == 0, argc, argv);
 	else
 		ret = cmd_list(st, argc == 2 ? argv[1] : NULL,
 			       strcmp(cmd, "export") == 0);

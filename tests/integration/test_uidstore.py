@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
 
 import dovecot as dovecot_lib  # noqa: E402
 import popgate as popgate_lib  # noqa: E402
+from fakeimap import FakeIMAP  # noqa: E402
 from messages import simple  # noqa: E402
 from pop3client import RawPOP3, pop3_message  # noqa: E402
 
@@ -370,6 +371,63 @@ def test_X_2_1_4_list_size_is_retr_size(user, make_popgate, mode):
             _, body = c.multi("RETR %d" % n)
             assert body == pop3_message(m)
         c.ok("QUIT")
+
+
+def uidmap_tool(pg, *args):
+    tool = os.path.join(os.path.dirname(pg.binary), "popgate-uidmap")
+    return subprocess.run([tool, "-s", pg.config["store"]["path"]] +
+                          list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=30)
+
+
+def list_sizes(c):
+    _, listing = c.multi("LIST")
+    return [int(l.split()[1]) for l in listing.splitlines()]
+
+
+def test_measure_after_switch_to_exact(make_popgate):
+    """An upstream that estimates sizes (Exchange by default; the scripted
+    server adds 300 to every RFC822.SIZE): after size_mode goes from
+    upstream to exact, the messages the store knew keep the estimate until
+    `popgate-uidmap measure`, then the next login measures them and LIST
+    equals what RETR delivers.  No unique-id moves."""
+    msgs = [simple(1), simple(2, body_lines=40)]
+    fake = FakeIMAP(msgs, size_error=300).start()
+    store_dir = popgate_lib.store_directory()
+    store = {"path": os.path.join(store_dir, "uids.db")}
+    try:
+        pg = make_popgate({"store": dict(store, size_mode="upstream")},
+                          upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            assert list_sizes(c) == [len(m) + 300 for m in msgs]
+            ids = uidl(c)
+            c.ok("QUIT")
+        pg.stop()
+
+        pg = make_popgate({"store": dict(store, size_mode="exact")},
+                          upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            assert list_sizes(c) == [len(m) + 300 for m in msgs]
+            c.ok("QUIT")
+        out = uidmap_tool(pg, "measure")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == b"2 messages to be measured at the next logins\n"
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            assert list_sizes(c) == [len(pop3_message(m)) for m in msgs]
+            assert uidl(c) == ids
+            for n, m in enumerate(msgs, 1):
+                assert c.multi("RETR %d" % n)[1] == pop3_message(m)
+            c.ok("QUIT")
+        out = uidmap_tool(pg, "measure", fake.user)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(b"0 messages "), out.stdout
+        assert uidmap_tool(pg, "measure", "a", "b").returncode == 2
+    finally:
+        fake.stop()
+        shutil.rmtree(store_dir, ignore_errors=True)
 
 
 # --- the store unavailable -------------------------------------------------

@@ -23,6 +23,7 @@ struct fake_msg {
 	const char *content;   /* stands for the whole message */
 	uint64_t size;
 	bool no_final_crlf;
+	uint64_t exact_size;   /* what "exact" measures; 0: size */
 };
 
 struct fake_folder {
@@ -30,6 +31,7 @@ struct fake_folder {
 	size_t n;
 	size_t asked_fp, asked_size, calls;
 	bool exact_budget_spent;  /* answer "size unknown" */
+	bool exact;               /* answer exact_size where there is one */
 	bool fail;
 };
 
@@ -43,6 +45,7 @@ static void folder_add(struct fake_folder *f, uint32_t uid, const char *content)
 	m->content = content;
 	m->size = 100 + strlen(content);
 	m->no_final_crlf = false;
+	m->exact_size = 0;
 }
 
 static int fake_need(void *ctx, struct uidmap_need *items, size_t n,
@@ -79,7 +82,9 @@ static int fake_need(void *ctx, struct uidmap_need *items, size_t n,
 		if (items[i].want_size) {
 			f->asked_size++;
 			items[i].size_known = !f->exact_budget_spent;
-			items[i].size = m->size + (m->no_final_crlf ? 2 : 0);
+			items[i].size = f->exact && m->exact_size != 0 ?
+				m->exact_size :
+				m->size + (m->no_final_crlf ? 2 : 0);
 		}
 	}
 	return 0;
@@ -317,6 +322,80 @@ static void test_forget_keeps_high_water(void **state)
 	uidstore_close(st);
 }
 
+/*
+ * A switch to "exact" after the store learned sizes the upstream way:
+ * measure_again marks the messages served with the upstream's size (not
+ * the corrected one), the next logins measure them within their budget,
+ * and no id moves, not even the ones kept across a UIDVALIDITY change.
+ */
+static void test_measure_again_after_mode_switch(void **state)
+{
+	struct uidstore *st = uidstore_ram_new();
+	struct fake_folder f = { .n = 0 }, g = { .n = 0 };
+	struct mail_entry m[64];
+	uint64_t ids[3];
+	const char *err;
+	size_t count = 0;
+
+	(void)state;
+	folder_add(&f, 1, "a");
+	folder_add(&f, 2, "b");
+	folder_add(&f, 3, "c");
+	assert_int_equal(login(st, 1, &f, m), 0);
+	/* The folder rebuilt: same messages, new UIDs, ids kept. */
+	folder_add(&g, 11, "a");
+	folder_add(&g, 12, "b");
+	folder_add(&g, 13, "c");
+	g.msgs[1].no_final_crlf = true;
+	g.msgs[0].exact_size = g.msgs[0].size + 50;
+	g.msgs[2].exact_size = g.msgs[2].size + 70;
+	assert_int_equal(login(st, 2, &g, m), 0);
+	for (size_t i = 0; i < 3; i++)
+		ids[i] = m[i].uid;
+	assert_int_equal(ids[0], 1);
+	assert_int_equal(ids[2], 3);
+	assert_int_equal(m[1].size, g.msgs[1].size + 2);
+
+	/* The switch alone changes nothing for known messages. */
+	g.exact = true;
+	g.asked_size = 0;
+	assert_int_equal(login(st, 2, &g, m), 0);
+	assert_int_equal(g.asked_size, 0);
+	assert_int_equal(m[0].size, g.msgs[0].size);
+
+	assert_int_equal(uidmap_measure_again(st, "bob", NULL, NULL, &count,
+					      &err), 0);
+	assert_int_equal(count, 0);
+	assert_int_equal(uidmap_measure_again(st, NULL, NULL, NULL, &count,
+					      &err), 0);
+	assert_int_equal(count, 2); /* "b" has its corrected size already */
+
+	/* Out of budget: asked, and served as before meanwhile. */
+	g.exact_budget_spent = true;
+	assert_int_equal(login(st, 2, &g, m), 0);
+	assert_int_equal(g.asked_size, 2);
+	assert_int_equal(m[0].size, g.msgs[0].size);
+	g.exact_budget_spent = false;
+	g.asked_size = 0;
+	assert_int_equal(login(st, 2, &g, m), 0);
+	assert_int_equal(g.asked_size, 2);
+	assert_int_equal(m[0].size, g.msgs[0].exact_size);
+	assert_int_equal(m[1].size, g.msgs[1].size + 2);
+	assert_int_equal(m[2].size, g.msgs[2].exact_size);
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(m[i].uid, ids[i]);
+
+	/* Measured once: cached, and nothing left to mark. */
+	g.asked_size = 0;
+	assert_int_equal(login(st, 2, &g, m), 0);
+	assert_int_equal(g.asked_size, 0);
+	assert_int_equal(m[2].size, g.msgs[2].exact_size);
+	assert_int_equal(uidmap_measure_again(st, "alice", NULL, NULL, &count,
+					      &err), 0);
+	assert_int_equal(count, 0);
+	uidstore_close(st);
+}
+
 /* X 2.1.4: size corrections are learned once and cached. */
 static void test_size_corrections_cached(void **state)
 {
@@ -547,6 +626,7 @@ int main(void)
 		cmocka_unit_test(test_new_message_after_epoch_change),
 		cmocka_unit_test(test_identical_messages_distinct_ids),
 		cmocka_unit_test(test_forget_keeps_high_water),
+		cmocka_unit_test(test_measure_again_after_mode_switch),
 		cmocka_unit_test(test_size_corrections_cached),
 		cmocka_unit_test(test_pending_exact_size_asked_again),
 		cmocka_unit_test(test_vanished_messages_pruned),
