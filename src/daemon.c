@@ -85,6 +85,7 @@ static volatile sig_atomic_t stop_signal;
  * the stop on to its next step (see stop()). */
 static volatile sig_atomic_t stop_signals;
 static volatile sig_atomic_t child_stop_requested;
+static volatile sig_atomic_t reload_requested;  /* SIGHUP */
 
 static void master_signal_handler(int sig)
 {
@@ -96,6 +97,8 @@ static void master_signal_handler(int sig)
 		if (stop_signals < 3)
 			stop_signals++;
 	}
+	if (sig == SIGHUP)
+		reload_requested = 1;
 	/* A full pipe already guarantees a wake-up. */
 	(void)!write(signal_pipe[1], &byte, 1);
 	errno = saved_errno;
@@ -364,8 +367,10 @@ static void run_child(struct daemon *d, const struct listen_socket *ls,
 	close(signal_pipe[0]);
 	close(signal_pipe[1]);
 	/* A terminal's ^C goes to the master, which stops sessions in
-	 * order; SIGTERM asks this session to close between commands. */
+	 * order; SIGTERM asks this session to close between commands.
+	 * SIGHUP is the master's (reload). */
 	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
 	signal(SIGCHLD, SIG_DFL);
 	set_handler(SIGTERM, child_signal_handler);
 
@@ -583,6 +588,34 @@ static void stop(struct daemon *d)
 	wait_children(d, monotime_ms() + 5000, 3);
 }
 
+/*
+ * SIGHUP: read the certificate and key files again, for a renewed
+ * certificate.  The master runs as daemon.user by now, so they must be
+ * readable by it; if anything is wrong the old context stays.  Session
+ * processes keep the context they were forked with.
+ */
+static void reload_tls(struct daemon *d)
+{
+	const struct tls_config *tls = &d->cfg->tls;
+	char err[512], cbuf[256];
+	SSL_CTX *ctx;
+
+	if (tls->certificate == NULL) {
+		log_info("event=reload tls=none");
+		return;
+	}
+	ctx = tls_server_ctx_new(tls, err, sizeof(err));
+	if (ctx == NULL) {
+		log_error("event=tls_reload_failed error=\"%s\" "
+			  "msg=\"the certificate loaded before stays\"", err);
+		return;
+	}
+	tls_server_ctx_free(d->tls_ctx);
+	d->tls_ctx = ctx;
+	log_info("event=tls_reloaded certificate=%s",
+		 log_value(cbuf, sizeof(cbuf), tls->certificate));
+}
+
 static int serve(struct daemon *d)
 {
 	size_t n_fds = d->n_sockets + 2;
@@ -616,6 +649,10 @@ static int serve(struct daemon *d)
 			continue;
 		if (pfds[0].revents != 0)
 			drain_signal_pipe();
+		if (reload_requested) {
+			reload_requested = 0;
+			reload_tls(d);
+		}
 		reap_children(d);
 		if (pfds[n_fds - 1].revents != 0)
 			read_idle_notes(d);
@@ -639,6 +676,7 @@ static int setup_signals(void)
 	set_handler(SIGTERM, master_signal_handler);
 	set_handler(SIGINT, master_signal_handler);
 	set_handler(SIGCHLD, master_signal_handler);
+	set_handler(SIGHUP, master_signal_handler);
 	return 0;
 }
 

@@ -6,7 +6,8 @@
  * privileged, drops to cfg->user, then accepts and forks one session
  * process per client (a crash in one session cannot touch another).
  * SIGTERM/SIGINT: stop accepting, let sessions finish for drain_time, then
- * ask the rest to close between commands, and return.
+ * ask the rest to close between commands, and return.  SIGHUP: load the
+ * TLS certificate and key again for new sessions (kept if they fail).
  */
 #ifndef POPGATE_DAEMON_H
 #define POPGATE_DAEMON_H

@@ -4,8 +4,11 @@ failures, signals and the event log."""
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
+import ssl
+import subprocess
 import time
 
 import pytest
@@ -13,7 +16,7 @@ import pytest
 import popgate as popgate_lib
 from dovecot import free_port
 from messages import five, large
-from pop3client import RawPOP3
+from pop3client import RawPOP3, insecure_tls_context
 
 pytestmark = pytest.mark.popgate_only
 
@@ -435,3 +438,67 @@ def test_sessions_per_process_serves_users_in_turn(user, make_user,
     started = time.monotonic()
     assert pg.wait(10) == 0, pg.log()
     assert time.monotonic() - started < 5
+
+
+def make_certificate(directory, name):
+    """A self-signed certificate and key at DIRECTORY/cert.pem and key.pem,
+    replaced whole (rename), readable by the user popgate drops to."""
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+         "-subj", "/CN=%s" % name, "-keyout", key + ".new",
+         "-out", cert + ".new"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        timeout=30)
+    for path in (cert, key):
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            os.chown(path + ".new", nobody.pw_uid, nobody.pw_gid)
+        os.chmod(path + ".new", 0o600)
+        os.rename(path + ".new", path)
+    return cert, key
+
+
+def served_certificate(pg):
+    with RawPOP3(pg.host, pg.tls_port,
+                 tls_context=insecure_tls_context()) as c:
+        return c.sock.getpeercert(binary_form=True)
+
+
+def certificate_der(path):
+    with open(path, encoding="ascii") as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def test_sighup_reloads_the_certificate(make_popgate):
+    """SIGHUP reads the certificate and key again (a renewed certificate)
+    without a restart: new connections get the new one, a session already
+    in TLS carries on, and files that do not load leave the one before in
+    place."""
+    d = popgate_lib.store_directory()
+    try:
+        cert, key = make_certificate(d, "before")
+        pg = make_popgate({
+            "tls": {"certificate": cert, "key": key},
+            "listen": [{"address": "127.0.0.1", "port": 0},
+                       {"address": "127.0.0.1", "port": 0, "tls": True}]})
+        assert served_certificate(pg) == certificate_der(cert)
+        with RawPOP3(pg.host, pg.tls_port,
+                     tls_context=insecure_tls_context()) as old:
+            make_certificate(d, "after")
+            pg.signal(signal.SIGHUP)
+            pg.wait_log(r"event=tls_reloaded ", timeout=10)
+            assert served_certificate(pg) == certificate_der(cert)
+            assert b"USER" in old.multi("CAPA")[1]
+
+            with open(key, "w", encoding="ascii") as f:
+                f.write("not a key\n")
+            pg.signal(signal.SIGHUP)
+            pg.wait_log(r"event=tls_reload_failed ", timeout=10)
+            assert served_certificate(pg) == certificate_der(cert)
+            assert b"USER" in old.multi("CAPA")[1]
+        assert pg.running()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
