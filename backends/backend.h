@@ -24,6 +24,7 @@ enum backend_status {
 	BACKEND_TEMP,       /* transient (unreachable, timeout, BYE): -ERR [SYS/TEMP] */
 	BACKEND_PERM,       /* needs an administrator (TLS verification, no
 			       such folder, LOGINDISABLED): -ERR [SYS/PERM] */
+	BACKEND_IN_USE,     /* the mailbox is locked upstream: -ERR [IN-USE] */
 	BACKEND_NO_MESSAGE, /* the message is gone upstream: plain -ERR */
 	BACKEND_BROKEN,     /* failed after data was delivered: the upstream
 			       session is unusable and a response in progress

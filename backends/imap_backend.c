@@ -104,6 +104,16 @@ const char *server_text(const struct imap_backend *ib)
 	return ib->imap->imap_response;
 }
 
+const char *server_code(const struct imap_backend *ib)
+{
+	const struct mailimap_response_info *info;
+
+	if (ib->imap == NULL || ib->imap->imap_response_info == NULL)
+		return "";
+	info = ib->imap->imap_response_info;
+	return info->rsp_atom != NULL ? info->rsp_atom : "";
+}
+
 /*
  * Log, drop the session and fail with STATUS after libetpan code R broke
  * operation OP.

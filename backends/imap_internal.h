@@ -73,6 +73,11 @@ void log_upstream_error(const struct imap_backend *ib, const char *op,
  * there is none.  Borrowed from libetpan until the next command. */
 const char *server_text(const struct imap_backend *ib);
 
+/* The response code of that response when libetpan knows no meaning for
+ * it (RFC 5530's UNAVAILABLE, INUSE...), as the server spelled it; "" when
+ * there is none.  Borrowed likewise. */
+const char *server_code(const struct imap_backend *ib);
+
 /* Log, drop the session and fail with STATUS after libetpan code R broke
  * operation OP.  Always returns -1 with ERR set to a client-safe reason. */
 int session_failed(struct imap_backend *ib, const char *op, int r,

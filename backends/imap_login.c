@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -373,6 +374,39 @@ out:
 	return r;
 }
 
+/*
+ * A login the server refused, by its RFC 5530 code: a wrong password (no
+ * code, AUTHENTICATIONFAILED...) is [AUTH], which makes a client such as
+ * Outlook ask its user for the password again and counts towards the
+ * failed-login limits; a server that cannot log anybody in just now must
+ * not be taken for one.  Always -1, with ERR set.
+ */
+static int login_refused(struct imap_backend *ib, struct backend_error *err)
+{
+	static const struct {
+		const char *code;
+		enum backend_status status;
+		const char *text;
+	} refusals[] = {
+		{ "UNAVAILABLE", BACKEND_TEMP, "upstream cannot log in now" },
+		{ "SERVERBUG", BACKEND_TEMP, "upstream cannot log in now" },
+		{ "LIMIT", BACKEND_TEMP, "upstream connection limit reached" },
+		{ "INUSE", BACKEND_IN_USE, "mailbox in use upstream" },
+		{ "CONTACTADMIN", BACKEND_PERM,
+		  "upstream refuses this account, contact the administrator" },
+		{ "PRIVACYREQUIRED", BACKEND_PERM,
+		  "upstream requires an encrypted connection" },
+	};
+	const char *code = server_code(ib);
+
+	for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+		if (strcasecmp(code, refusals[i].code) == 0)
+			return backend_fail(err, refusals[i].status, "%s",
+					    refusals[i].text);
+	}
+	return backend_fail(err, BACKEND_AUTH, "authentication failed");
+}
+
 /* One authentication on the current connection; a libetpan code. */
 static int try_login(struct imap_backend *ib, const char *user,
 		     const char *pass)
@@ -392,7 +426,7 @@ int imap_login(struct backend *be, const char *user, const char *pass,
 {
 	struct imap_backend *ib = (struct imap_backend *)be;
 	struct backend_error ignored;
-	char ubuf[128], sbuf[256];
+	char ubuf[128], cbuf[64], sbuf[256];
 	bool reused;
 	int r;
 
@@ -427,13 +461,15 @@ int imap_login(struct backend *be, const char *user, const char *pass,
 	}
 
 	if (r == MAILIMAP_ERROR_LOGIN) {
-		log_info("event=upstream_login_failed user=%s response=%s",
-			 log_value(ubuf, sizeof(ubuf), user),
+		log_info("event=upstream_login_failed user=%s code=%s "
+			 "response=%s", log_value(ubuf, sizeof(ubuf), user),
+			 log_value(cbuf, sizeof(cbuf), server_code(ib)),
 			 log_value(sbuf, sizeof(sbuf), server_text(ib)));
+		login_refused(ib, err);
 		/* A retry needs the pre-login capabilities again; if that
 		 * fails the session is dropped and the retry reconnects. */
 		refresh_capabilities(ib, &ignored);
-		return backend_fail(err, BACKEND_AUTH, "authentication failed");
+		return -1;
 	}
 	if (r != MAILIMAP_NO_ERROR)
 		return session_failed(ib, "login", r, BACKEND_TEMP, err);

@@ -210,6 +210,8 @@ const char *pop3_status_code(enum backend_status status)
 		return "[AUTH] ";
 	case BACKEND_PERM:
 		return "[SYS/PERM] ";
+	case BACKEND_IN_USE:
+		return "[IN-USE] ";
 	case BACKEND_NO_MESSAGE:
 		return "";
 	case BACKEND_OK:

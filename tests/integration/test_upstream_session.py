@@ -145,3 +145,31 @@ def test_capabilities_after_login_asked_only_to_delete(make_popgate):
         assert fake.live == [2], fake.commands
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize("refusal, answer, counted", [
+    (b"NO [AUTHENTICATIONFAILED] Invalid credentials", b"-ERR [AUTH] ", True),
+    (b"NO Login failed", b"-ERR [AUTH] ", True),
+    (b"NO [UNAVAILABLE] Temporary authentication failure", b"-ERR [SYS/TEMP] ",
+     False),
+    (b"NO [LIMIT] Too many connections", b"-ERR [SYS/TEMP] ", False),
+    (b"NO [INUSE] Mailbox locked", b"-ERR [IN-USE] ", False),
+    (b"NO [CONTACTADMIN] Account disabled", b"-ERR [SYS/PERM] ", False),
+])
+def test_login_refusal_by_its_code(make_popgate, refusal, answer, counted):
+    """A refused upstream login is [AUTH] only when the credentials were
+    the problem (RFC 5530 codes): a server that cannot log anyone in now
+    must not make the client ask its user for the password, nor count as
+    a failed login for fail2ban and the limits."""
+    fake = FakeIMAP([MSG], login_refusal=refusal).start()
+    try:
+        pg = make_popgate(upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.ok("USER " + fake.user)
+            resp = c.cmd("PASS " + fake.password)
+            assert resp.startswith(answer), resp
+        pg.wait_log(r"event=upstream_login_failed ", timeout=5)
+        assert bool(pg.log_lines("auth_failed")) == counted, pg.log()
+        assert bool(pg.log_lines("login_error")) != counted, pg.log()
+    finally:
+        fake.stop()

@@ -36,11 +36,14 @@ STALL_SECONDS = 30
 class FakeIMAP:
     def __init__(self, messages, user="fake", password="fakepw", fault=None,
                  capabilities=b"IMAP4rev1 UIDPLUS ID", deleted=(),
-                 size_error=0):
+                 size_error=0, login_refusal=None):
         self.messages = list(messages)  # message i has UID i + 1
         # Added to every RFC822.SIZE, as a server that estimates sizes
         # (Exchange by default) would.
         self.size_error = size_error
+        # What LOGIN gets instead of OK, whatever the credentials (e.g.
+        # b"NO [UNAVAILABLE] try later"); None: OK for the right ones.
+        self.login_refusal = login_refusal
         # Mailbox state shared by all connections: the UIDs not expunged
         # yet and their flags; DELETED lists UIDs another client flagged.
         self.live = list(range(1, len(self.messages) + 1))
@@ -139,7 +142,9 @@ class Session:
             elif cmd == b"LOGIN":
                 args = re.findall(rb'"((?:[^"\\]|\\.)*)"|(\S+)', line)[2:]
                 vals = [a or b for a, b in args]
-                if vals == [self.fake.user.encode(), self.fake.password.encode()]:
+                if self.fake.login_refusal is not None:
+                    self.send(b"%s %s\r\n" % (tag, self.fake.login_refusal))
+                elif vals == [self.fake.user.encode(), self.fake.password.encode()]:
                     self.send(b"%s OK logged in\r\n" % tag)
                 else:
                     self.send(b"%s NO [AUTHENTICATIONFAILED] no\r\n" % tag)

@@ -251,6 +251,24 @@ static void sc_auth_refused_then_ok(void)
 	say("* BYE bye\r\n%s OK done\r\n", tag);
 }
 
+/* An authentication backend that is down (RFC 5530 UNAVAILABLE), then
+ * a mailbox locked elsewhere (INUSE): neither is the user's password. */
+static void sc_auth_refused_by_code(void)
+{
+	static const char *const codes[] = { "UNAVAILABLE", "INUSE" };
+
+	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n");
+	for (size_t i = 0; i < 2; i++) {
+		expect("AUTHENTICATE PLAIN ");
+		say("%s NO [%s] Not now\r\n", tag, codes[i]);
+		expect("CAPABILITY");
+		say("* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\n"
+		    "%s OK done\r\n", tag);
+	}
+	expect("LOGOUT");
+	say("* BYE bye\r\n%s OK done\r\n", tag);
+}
+
 /*
  * The unique-id store asks the upstream about new messages; this upstream
  * answers that UID FETCH with a bare tagged NO.  libetpan has freed its
@@ -976,6 +994,23 @@ static void test_auth_refused_then_retry(void **state)
 	assert_int_equal(finish_server(srv), 0);
 }
 
+static void test_auth_refusal_codes(void **state)
+{
+	struct server srv = start_server(sc_auth_refused_by_code);
+	struct upstream_settings set = settings_for(&srv);
+	struct backend_error err;
+	struct backend *be;
+
+	(void)state;
+	be = imap_backend_new(&set, NULL);
+	assert_int_equal(backend_login(be, "alice", "secret", &err), -1);
+	assert_int_equal(err.status, BACKEND_TEMP);
+	assert_int_equal(backend_login(be, "alice", "secret", &err), -1);
+	assert_int_equal(err.status, BACKEND_IN_USE);
+	backend_free(be);
+	assert_int_equal(finish_server(srv), 0);
+}
+
 static void test_store_question_refused_is_temp(void **state)
 {
 	struct server srv = start_server(sc_store_fetch_refused);
@@ -1391,6 +1426,7 @@ int main(void)
 		cmocka_unit_test(test_uidplus_expunge_uses_ranges),
 		cmocka_unit_test(test_id_forwards_client_address),
 		cmocka_unit_test(test_auth_refused_then_retry),
+		cmocka_unit_test(test_auth_refusal_codes),
 		cmocka_unit_test(test_store_question_refused_is_temp),
 		cmocka_unit_test(test_snapshot_of_100000_messages),
 		cmocka_unit_test(test_readahead_batches_small_runs),
