@@ -70,6 +70,25 @@ def test_lost_connection_resumed(sandbox, user, make_popgate):
     assert "attempt=2" in attempts[1]
 
 
+@pytest.mark.parametrize("mode", ["tls", "starttls"])
+def test_lost_tls_connection_resumed(sandbox, user, make_popgate, mode):
+    """The same over an upstream in TLS, as hosted mailboxes are reached:
+    the new connection is verified like the first (CA, server name) and
+    the message read on it arrives whole."""
+    msgs = bigger()
+    user.fill(msgs)
+    port = sandbox.tls_port if mode == "tls" else sandbox.port
+    pg = make_popgate({"upstream": {
+        "host": "127.0.0.1", "port": port, "tls": mode,
+        "ca_file": sandbox.cert, "server_name": "localhost"}})
+    with session(pg, user) as c:
+        assert c.multi("RETR 1")[1] == pop3_message(msgs[0])
+        kick(sandbox, user)
+        assert c.multi("RETR 4")[1] == pop3_message(msgs[3])
+        c.ok("QUIT")
+    assert len(pg.log_lines("upstream_reconnected")) == 1, pg.log()[-3000:]
+
+
 def test_idle_session_reconnects_by_keepalive(sandbox, user, make_popgate):
     """The keepalive finds the lost connection while the client idles and
     makes it again, so the next command does not wait for it."""
