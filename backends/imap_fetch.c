@@ -530,42 +530,25 @@ static int fetch_once(struct imap_backend *ib, const struct mail_entry *entry,
 	return fetch_ranges(ib, &fc, entry->size, 0, first_chunk, err);
 }
 
-/* The caller's sink, and whether it was given anything yet. */
-struct watched_sink {
-	backend_sink_fn *sink;
-	void *ctx;
-	bool used;
-};
-
-static int watched_sink(void *context, const char *data, size_t len)
-{
-	struct watched_sink *w = context;
-
-	w->used = true;
-	return w->sink(w->ctx, data, len);
-}
-
 int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	       uint64_t first_chunk, backend_sink_fn *sink, void *ctx,
 	       struct backend_error *err)
 {
 	struct imap_backend *ib = (struct imap_backend *)be;
-	struct watched_sink w = { sink, ctx, false };
 	int r;
 
 	if (imap_resume(ib, err) < 0)
 		return -1;
-	r = fetch_once(ib, entry, first_chunk, &watched_sink, &w, err);
+	r = fetch_once(ib, entry, first_chunk, sink, ctx, err);
 	/*
 	 * A connection that failed before the first octet reached the client
 	 * was most likely closed by the server between commands (a restart,
 	 * a failover, an idle limit): once more on a new one.
 	 */
-	if (r < 0 && err->status == BACKEND_TEMP && !w.used &&
-	    ib->imap == NULL && imap_resumable(ib)) {
+	if (r < 0 && imap_retry_possible(ib, err)) {
 		if (imap_resume(ib, err) < 0)
 			return -1;
-		r = fetch_once(ib, entry, first_chunk, &watched_sink, &w, err);
+		r = fetch_once(ib, entry, first_chunk, sink, ctx, err);
 	}
 	return r;
 }

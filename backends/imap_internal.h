@@ -108,6 +108,13 @@ int imap_resume(struct imap_backend *ib, struct backend_error *err);
 /* Whether imap_resume() would try to reconnect a lost connection. */
 bool imap_resumable(const struct imap_backend *ib);
 
+/* Whether an attempt that failed with ERR may be repeated after
+ * imap_resume(): session_failed() dropped the connection, with
+ * BACKEND_TEMP (not BROKEN: nothing had reached the client), and a resume
+ * is allowed. */
+bool imap_retry_possible(const struct imap_backend *ib,
+			 const struct backend_error *err);
+
 /* imap_listing.c: SELECT the folder and list it into SNAP; sets
  * ib->snap_msgs (owned by the engine) for the read-ahead. */
 int imap_snapshot(struct backend *be, struct mail_snapshot *snap,

@@ -496,6 +496,13 @@ bool imap_resumable(const struct imap_backend *ib)
 		ib->resumes < IMAP_RESUME_MAX;
 }
 
+bool imap_retry_possible(const struct imap_backend *ib,
+			 const struct backend_error *err)
+{
+	return ib->imap == NULL && err->status == BACKEND_TEMP &&
+		imap_resumable(ib);
+}
+
 /* SELECT the folder again on the new connection: 0 when it is the one
  * the snapshot was taken of, or -1 with ERR set and the connection
  * dropped. */

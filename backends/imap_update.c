@@ -200,8 +200,7 @@ int imap_update(struct backend *be,
 	 * set, UIDs already expunged are skipped), so a connection lost part
 	 * way through is resumed and the whole update done again.
 	 */
-	if (r < 0 && err->status == BACKEND_TEMP && ib->imap == NULL &&
-	    imap_resumable(ib)) {
+	if (r < 0 && imap_retry_possible(ib, err)) {
 		snprintf(reason, sizeof(reason), "%s", err->text);
 		if (imap_resume(ib, err) < 0)
 			return backend_fail(err, err->status, "%s", reason);
