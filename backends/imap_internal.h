@@ -120,6 +120,12 @@ bool imap_retry_possible(const struct imap_backend *ib,
 int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 		  struct backend_error *err);
 
+/* imap_listing.c, for imap_resume(): SELECT the folder again on a new
+ * connection.  0 when it is still the one the snapshot was taken of (the
+ * same UIDVALIDITY), or -1 with ERR set (BACKEND_TEMP) and the connection
+ * dropped; a changed UIDVALIDITY also sets ib->folder_reset. */
+int imap_reselect(struct imap_backend *ib, struct backend_error *err);
+
 /* imap_fetch.c: stream ENTRY to SINK, from the read-ahead cache, in one
  * BODY.PEEK[] (FIRST_CHUNK >= its size: a RETR) or in ranges (TOP); never
  * sets \Seen. */

@@ -2,7 +2,8 @@
  * imap_listing.c - the snapshot: SELECT pipelined with the UID and size
  * listing, read by popgate's own parser for that one response, libetpan's
  * SELECT and FETCH for folder names only its encoder can send, and the
- * unique-id store's mapping when one is configured.
+ * unique-id store's mapping when one is configured; and the SELECT again
+ * after a lost connection, which must find the snapshot's folder.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,9 +276,11 @@ static bool encode_folder(const char *folder, char *buf, size_t size)
 	return true;
 }
 
-/* The server answered SELECT with NO or BAD, saying TEXT.  The client's
- * -ERR names the folder as IMAP does: POP3 responses are ASCII. */
+/* The server answered SELECT with NO or BAD, saying TEXT: fail with
+ * STATUS.  The client's -ERR names the folder as IMAP does (POP3 responses
+ * are ASCII), and says AGAIN when it was opened at login. */
 static int select_refused(struct imap_backend *ib, const char *text,
+			  enum backend_status status, bool again,
 			  struct backend_error *err)
 {
 	char hbuf[128], fbuf[128], sbuf[256];
@@ -287,9 +290,8 @@ static int select_refused(struct imap_backend *ib, const char *text,
 		 log_value(hbuf, sizeof(hbuf), ib->set->host),
 		 log_value(fbuf, sizeof(fbuf), folder_name(ib)),
 		 log_value(sbuf, sizeof(sbuf), text));
-	return backend_fail(err, BACKEND_PERM,
-			    "upstream folder %s cannot be opened",
-			    folder_imap_name(ib));
+	return backend_fail(err, status, "upstream folder %s cannot be opened%s",
+			    folder_imap_name(ib), again ? " again" : "");
 }
 
 /*
@@ -389,7 +391,7 @@ static int select_and_list(struct imap_backend *ib, struct snapshot_ctx *sc,
 				      "UID FETCH", r, BACKEND_TEMP, err);
 	}
 	if (ls.select_state != MAILIMAP_RESP_COND_STATE_OK)
-		return select_refused(ib, ls.text, err);
+		return select_refused(ib, ls.text, BACKEND_PERM, false, err);
 	if (sc->oom)
 		return backend_fail(err, BACKEND_TEMP,
 				    "out of memory listing messages");
@@ -446,7 +448,8 @@ static int select_and_list_slowly(struct imap_backend *ib,
 	if (r != MAILIMAP_NO_ERROR) {
 		if (is_session_error(r))
 			return session_failed(ib, "SELECT", r, BACKEND_TEMP, err);
-		return select_refused(ib, server_text(ib), err);
+		return select_refused(ib, server_text(ib), BACKEND_PERM, false,
+				      err);
 	}
 	*uidvalidity_r = ib->imap->imap_selection_info->sel_uidvalidity;
 	if (ib->imap->imap_selection_info->sel_exists > 0) {
@@ -509,4 +512,31 @@ int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 	ib->uidvalidity = snap->uidvalidity;
 	ib->have_snapshot = true;
 	return 0;
+}
+
+int imap_reselect(struct imap_backend *ib, struct backend_error *err)
+{
+	char fbuf[128];
+	uint32_t now;
+	int r;
+
+	r = mailimap_select(ib->imap, folder_imap_name(ib));
+	if (r != MAILIMAP_NO_ERROR) {
+		if (is_session_error(r))
+			return session_failed(ib, "SELECT", r, BACKEND_TEMP,
+					      err);
+		select_refused(ib, server_text(ib), BACKEND_TEMP, true, err);
+		drop_connection(ib);
+		return -1;
+	}
+	now = ib->imap->imap_selection_info->sel_uidvalidity;
+	if (now == ib->uidvalidity)
+		return 0;
+	log_warn("event=upstream_resume_refused folder=%s uidvalidity=%u "
+		 "was=%u", log_value(fbuf, sizeof(fbuf), folder_name(ib)),
+		 now, ib->uidvalidity);
+	ib->folder_reset = true;
+	drop_connection(ib);
+	return backend_fail(err, BACKEND_TEMP,
+			    "upstream folder was reset during the session");
 }

@@ -1,8 +1,8 @@
 /*
  * imap_login.c - connecting and logging in: the greeting, STARTTLS,
  * CAPABILITY, AUTHENTICATE PLAIN (or LOGIN) and the RFC 2971 ID that
- * forwards the client's address; and doing it again, with a SELECT, when
- * the connection is lost in the middle of a session.
+ * forwards the client's address; and doing it again when the connection
+ * is lost in the middle of a session.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -503,38 +503,6 @@ bool imap_retry_possible(const struct imap_backend *ib,
 		imap_resumable(ib);
 }
 
-/* SELECT the folder again on the new connection: 0 when it is the one
- * the snapshot was taken of, or -1 with ERR set and the connection
- * dropped. */
-static int reselect(struct imap_backend *ib, struct backend_error *err)
-{
-	char fbuf[128];
-	uint32_t now;
-	int r;
-
-	r = mailimap_select(ib->imap, folder_imap_name(ib));
-	if (r != MAILIMAP_NO_ERROR) {
-		if (is_session_error(r))
-			return session_failed(ib, "SELECT", r, BACKEND_TEMP,
-					      err);
-		log_upstream_error(ib, "SELECT", server_text(ib));
-		drop_connection(ib);
-		return backend_fail(err, BACKEND_TEMP,
-				    "upstream folder %s cannot be opened again",
-				    folder_imap_name(ib));
-	}
-	now = ib->imap->imap_selection_info->sel_uidvalidity;
-	if (now == ib->uidvalidity)
-		return 0;
-	log_warn("event=upstream_resume_refused folder=%s uidvalidity=%u "
-		 "was=%u", log_value(fbuf, sizeof(fbuf), folder_name(ib)),
-		 now, ib->uidvalidity);
-	ib->folder_reset = true;
-	drop_connection(ib);
-	return backend_fail(err, BACKEND_TEMP,
-			    "upstream folder was reset during the session");
-}
-
 int imap_resume(struct imap_backend *ib, struct backend_error *err)
 {
 	char fbuf[128];
@@ -560,7 +528,7 @@ int imap_resume(struct imap_backend *ib, struct backend_error *err)
 	if (r != MAILIMAP_NO_ERROR)
 		return session_failed(ib, "login", r, BACKEND_TEMP, err);
 	ib->authenticated = true;
-	if (reselect(ib, err) < 0)
+	if (imap_reselect(ib, err) < 0)
 		return -1;
 	log_info("event=upstream_reconnected folder=%s attempt=%u",
 		 log_value(fbuf, sizeof(fbuf), folder_name(ib)), ib->resumes);

@@ -4,6 +4,7 @@ and carries on, if the folder is still the one of the snapshot; nothing is
 deleted that was not marked, and what cannot be resumed fails honestly."""
 
 import imaplib
+import re
 import time
 
 import pytest
@@ -124,6 +125,28 @@ def test_folder_reset_is_not_resumed(sandbox, user, make_popgate):
         assert b"nothing was changed" in resp
     assert sorted(uid for uid, _, _ in user.messages()) == uids
     assert pg.log_lines("upstream_resume_refused"), pg.log()[-3000:]
+
+
+def test_folder_gone_is_not_resumed(sandbox, user, make_popgate):
+    """The folder the session was serving was deleted meanwhile: the new
+    connection cannot SELECT it, the command fails with [SYS/TEMP] (it was
+    there at login) and nothing else is touched."""
+    sandbox.doveadm("mailbox", "create", "-u", user.name, "Archive")
+    for m in five():
+        sandbox.append(user.name, m, folder="Archive")
+    inbox = user.fill(five())
+    pg = make_popgate({"upstream": {"folder": "Archive"}})
+    with session(pg, user) as c:
+        c.ok("DELE 1")
+        sandbox.doveadm("mailbox", "delete", "-u", user.name, "Archive")
+        kick(sandbox, user)
+        resp = c.cmd("RETR 2")
+        assert resp.startswith(b"-ERR [SYS/TEMP]"), resp
+        assert b"cannot be opened again" in resp
+        assert c.cmd("QUIT").startswith(b"-ERR [SYS/TEMP]")
+    assert sorted(uid for uid, _, _ in user.messages()) == inbox
+    assert re.search(r"event=upstream_error .*op=SELECT folder=Archive",
+                     pg.log()), pg.log()[-3000:]
 
 
 def test_password_changed_is_not_resumed(sandbox, user, make_popgate):
