@@ -27,14 +27,10 @@ struct body_read {
 	bool aborted;
 };
 
-/* An imap_reader_fn: a piece of the body being read, to the caller. */
-static bool deliver(void *context, const char *data, size_t len)
+/* Whether to go on after the caller's verdict V. */
+static bool heed(struct body_read *br, enum imap_body_verdict v)
 {
-	struct body_read *br = context;
-
-	if (br->enough || len == 0)
-		return true;
-	switch (br->h->body(br->ctx, br->uid, data, len)) {
+	switch (v) {
 	case IMAP_BODY_MORE:
 		return true;
 	case IMAP_BODY_ENOUGH:
@@ -45,6 +41,16 @@ static bool deliver(void *context, const char *data, size_t len)
 	}
 	br->aborted = true;
 	return false;
+}
+
+/* An imap_reader_fn: a piece of the body being read, to the caller. */
+static bool deliver(void *context, const char *data, size_t len)
+{
+	struct body_read *br = context;
+
+	if (br->enough || len == 0)
+		return true;
+	return heed(br, br->h->body(br->ctx, br->uid, data, len));
 }
 
 /* A body sent as a quoted string: delivered unescaped, run by run. */
@@ -107,8 +113,13 @@ static int read_fetch(struct body_read *br, const char *p, const char *end)
 		is_body = imap_eat_word(&name, name + name_len, "BODY[]");
 		literal = imap_trailing_literal(p, (size_t)(end - p), &at);
 		if (literal >= 0 && at == 0) {
-			if (is_body)
+			if (is_body) {
 				br->presence = IMAP_BODY_STRING;
+				if (br->h->literal != NULL && !br->enough &&
+				    !heed(br, br->h->literal(br->ctx, br->uid,
+							     (uint64_t)literal)))
+					return IMAP_READER_STOPPED;
+			}
 			r = imap_reader_literal(&br->rd, (uint64_t)literal,
 						is_body ? deliver : NULL,
 						br);

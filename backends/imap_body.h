@@ -29,6 +29,11 @@ enum imap_body_verdict {
 };
 
 struct imap_body_handler {
+	/* Optional: the body of the FETCH response being read comes as a
+	 * literal of SIZE octets (UID as for body()).  Called before its
+	 * first piece; IMAP_BODY_ENOUGH or _ABORT as for body(). */
+	enum imap_body_verdict (*literal)(void *ctx, uint32_t uid,
+					  uint64_t size);
 	/* A piece of the body of the FETCH response being read; UID is the
 	 * response's UID when it came before the body, else 0. */
 	enum imap_body_verdict (*body)(void *ctx, uint32_t uid,
