@@ -3,6 +3,7 @@
  * for a RETR, BODY.PEEK ranges for a TOP, and the read-ahead cache that
  * answers a run of small RETRs, or of TOPs, with one UID FETCH.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,18 +15,65 @@
 #define FETCH_FIRST_MIN (4 * 1024)
 #define FETCH_NEXT_MIN (64 * 1024)
 #define FETCH_CHUNK_MAX (4 * 1024 * 1024)
+/* What a body resumed on a new connection must repeat of the octets the
+ * client already had. */
+#define FETCH_TAIL 512
 
 struct fetch_ctx {
 	uint32_t uid;
 	backend_sink_fn *sink;
 	void *sink_ctx;
-	uint64_t chunk_octets;  /* delivered by the current command */
+	uint64_t chunk_octets;  /* of the current part, all attempts */
 	uint64_t unchecked;     /* delivered before the response's UID came */
+	int64_t announced;      /* the part's literal as first announced, or -1 */
+	/* An answer on a new connection after a cut: the literal it must
+	 * announce (-1: no such answer), and how many of its first octets
+	 * must repeat the end of TAIL instead of going to the sink. */
+	int64_t expect;
+	size_t repeat;
+	/* The last octets of the message that reached the sink. */
+	char tail[FETCH_TAIL];
+	size_t tail_len;
 	enum imap_body_presence presence;
 	bool wrong_uid;         /* a body went out that was another message's */
+	bool diverged;          /* a resumed answer was not the message's rest */
 	bool stopped;           /* sink has all it wants: discard the rest */
 	bool sink_failed;
 };
+
+/* Remember the end of what reached the sink. */
+static void keep_tail(struct fetch_ctx *fc, const char *data, size_t len)
+{
+	size_t keep;
+
+	if (len >= FETCH_TAIL) {
+		memcpy(fc->tail, data + len - FETCH_TAIL, FETCH_TAIL);
+		fc->tail_len = FETCH_TAIL;
+		return;
+	}
+	keep = fc->tail_len < FETCH_TAIL - len ? fc->tail_len : FETCH_TAIL - len;
+	memmove(fc->tail, fc->tail + fc->tail_len - keep, keep);
+	memcpy(fc->tail + keep, data, len);
+	fc->tail_len = keep + len;
+}
+
+static enum imap_body_verdict fetch_literal(void *context, uint32_t uid,
+					    uint64_t size)
+{
+	struct fetch_ctx *fc = context;
+
+	if (uid != 0 && uid != fc->uid)
+		return IMAP_BODY_MORE;
+	if (fc->expect < 0) {
+		fc->announced = size <= INT64_MAX ? (int64_t)size : -1;
+		return IMAP_BODY_MORE;
+	}
+	if (size != (uint64_t)fc->expect) {
+		fc->diverged = true;
+		return IMAP_BODY_ABORT;
+	}
+	return IMAP_BODY_MORE;
+}
 
 static enum imap_body_verdict fetch_body(void *context, uint32_t uid,
 					 const char *data, size_t len)
@@ -37,6 +85,20 @@ static enum imap_body_verdict fetch_body(void *context, uint32_t uid,
 		return IMAP_BODY_MORE; /* only ours reaches the client */
 	if (fc->stopped)
 		return IMAP_BODY_ENOUGH;
+	if (fc->repeat > 0) {
+		size_t n = len < fc->repeat ? len : fc->repeat;
+
+		if (memcmp(data, fc->tail + fc->tail_len - fc->repeat,
+			   n) != 0) {
+			fc->diverged = true;
+			return IMAP_BODY_ABORT;
+		}
+		fc->repeat -= n;
+		data += n;
+		len -= n;
+		if (len == 0)
+			return IMAP_BODY_MORE;
+	}
 	fc->chunk_octets += len;
 	if (uid == 0)
 		fc->unchecked += len;
@@ -46,6 +108,7 @@ static enum imap_body_verdict fetch_body(void *context, uint32_t uid,
 		fc->sink_failed = true;
 		return IMAP_BODY_ABORT;
 	}
+	keep_tail(fc, data, len);
 	if (r > 0) {
 		fc->stopped = true;
 		return IMAP_BODY_ENOUGH;
@@ -71,18 +134,18 @@ static void fetch_done(void *context, uint32_t uid,
 }
 
 static const struct imap_body_handler fetch_handler = {
-	.body = fetch_body, .fetch_done = fetch_done,
+	.literal = fetch_literal, .body = fetch_body, .fetch_done = fetch_done,
 };
 
-/* BODY.PEEK[] of FC's message, or BODY.PEEK[]<OFFSET.LEN> when LEN > 0. */
-static int fetch_part(struct imap_backend *ib, struct fetch_ctx *fc,
-		      uint32_t offset, uint32_t len,
-		      struct imap_body_result *result)
+/* One UID FETCH of FC's message: BODY.PEEK[], or BODY.PEEK[]<OFFSET.LEN>
+ * when LEN > 0. */
+static int fetch_command(struct imap_backend *ib, struct fetch_ctx *fc,
+			 uint32_t offset, uint32_t len,
+			 struct imap_body_result *result)
 {
 	char uid[16];
 
 	snprintf(uid, sizeof(uid), "%u", fc->uid);
-	fc->chunk_octets = 0;
 	fc->unchecked = 0;
 	fc->presence = IMAP_BODY_ABSENT;
 	return imap_body_fetch(ib->imap, uid, offset, len, &fetch_handler, fc,
@@ -334,8 +397,18 @@ static int prefetch(struct imap_backend *ib, const struct mail_entry *entry,
 	return r;
 }
 
+/* A resumed answer that was not the rest of the message (see
+ * fetch_part()): what reached the client must not be ended as if whole. */
+static int rest_diverged(struct imap_backend *ib, struct backend_error *err)
+{
+	log_upstream_error(ib, "UID FETCH", "the answer on the new connection "
+			   "is not the rest of the message");
+	drop_connection(ib);
+	return backend_fail(err, BACKEND_BROKEN, "upstream message changed");
+}
+
 /*
- * What one fetch_part() came to: 0 when the body (or the part of it)
+ * What one fetch_command() came to: 0 when the body (or the part of it)
  * arrived, or -1 with ERR set.  DELIVERED is what earlier parts gave.
  */
 static int part_outcome(struct imap_backend *ib, const struct fetch_ctx *fc,
@@ -351,6 +424,8 @@ static int part_outcome(struct imap_backend *ib, const struct fetch_ctx *fc,
 			drop_connection(ib);
 		return backend_fail(err, BACKEND_SINK, "client write failed");
 	}
+	if (fc->diverged)
+		return rest_diverged(ib, err);
 	if (r != MAILIMAP_NO_ERROR)
 		return session_failed(ib, "UID FETCH", r,
 				      started ? BACKEND_BROKEN : BACKEND_TEMP,
@@ -374,14 +449,88 @@ static int part_outcome(struct imap_backend *ib, const struct fetch_ctx *fc,
 	return 0;
 }
 
+/*
+ * Whether the failed attempt at a part can go on on a new connection from
+ * where it was cut: the connection was lost (a transport failure or BYE,
+ * not a server that broke the protocol) inside the body's literal or
+ * after it, the part's offsets fit IMAP's 32-bit partial fetch, and a
+ * resume is allowed.  Where nothing reached the client, imap_fetch()
+ * repeats the whole command instead.
+ */
+static bool cut_resumable(const struct imap_backend *ib,
+			  const struct fetch_ctx *fc, int r, uint64_t offset,
+			  const struct backend_error *err)
+{
+	return (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_FATAL) &&
+		err->status == BACKEND_BROKEN && !fc->sink_failed &&
+		!fc->wrong_uid && !fc->diverged && fc->announced >= 0 &&
+		offset + (uint64_t)fc->announced <= UINT32_MAX &&
+		ib->imap == NULL && imap_resumable(ib);
+}
+
+/*
+ * A part of FC's message to the sink: BODY.PEEK[], or
+ * BODY.PEEK[]<OFFSET.LEN> when LEN > 0, the OFFSET octets before it having
+ * reached the sink.  0, with fc->chunk_octets the part's octets, or -1
+ * with ERR set.
+ *
+ * A connection lost in the middle of the body (a server restarted or
+ * failed over) need not cost the client the message.  UID and
+ * UIDVALIDITY name one immutable message (RFC 3501 2.3.1.1), and
+ * imap_resume() checks the UIDVALIDITY, so its rest is asked for on a new
+ * connection, starting FETCH_TAIL octets early: the new answer must
+ * announce exactly that many octets and repeat the end of what the client
+ * already has, or the session ends as before, without a terminator.  A
+ * stretch the first connection had mangled before it went (a literal
+ * shorter than announced, then the response's end read as body) does not
+ * repeat, and is never completed as if whole.
+ */
+static int fetch_part(struct imap_backend *ib, struct fetch_ctx *fc,
+		      uint32_t offset, uint32_t len, struct backend_error *err)
+{
+	struct imap_body_result result;
+	struct backend_error ignored;
+	uint64_t got, rest;
+	int r;
+
+	fc->chunk_octets = 0;
+	fc->announced = -1;
+	fc->expect = -1;
+	fc->repeat = 0;
+	r = fetch_command(ib, fc, offset, len, &result);
+	while (part_outcome(ib, fc, offset, r, &result, err) < 0) {
+		/* Lost while the rest of a range was drained for a TOP whose
+		 * lines have all gone out: the next command reconnects. */
+		if (fc->stopped && err->status == BACKEND_BROKEN &&
+		    (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_FATAL))
+			return 0;
+		if (!cut_resumable(ib, fc, r, offset, err))
+			return -1;
+		got = fc->chunk_octets;
+		rest = (uint64_t)fc->announced - got;
+		if (imap_resume(ib, &ignored) < 0)
+			return -1;
+		/* The tail holds the octets just before the cut. */
+		fc->repeat = fc->tail_len;
+		fc->expect = (int64_t)(rest + fc->repeat);
+		log_info("event=upstream_fetch_resumed uid=%u octet=%" PRIu64,
+			 fc->uid, offset + got);
+		r = fetch_command(ib, fc, (uint32_t)(offset + got - fc->repeat),
+				  (uint32_t)(rest + fc->repeat), &result);
+	}
+	/* A resumed answer must have brought all of the rest: not NIL, not
+	 * a quoted string of another length. */
+	if (fc->expect >= 0 && (fc->repeat > 0 ||
+				fc->chunk_octets != (uint64_t)fc->announced))
+		return rest_diverged(ib, err);
+	return 0;
+}
+
 /* A RETR: the whole message in one command, whatever size was listed. */
 static int fetch_whole(struct imap_backend *ib, struct fetch_ctx *fc,
 		       struct backend_error *err)
 {
-	struct imap_body_result result;
-	int r = fetch_part(ib, fc, 0, 0, &result);
-
-	if (part_outcome(ib, fc, 0, r, &result, err) < 0)
+	if (fetch_part(ib, fc, 0, 0, err) < 0)
 		return -1;
 	/* Dovecot answers "BODY[] NIL" for a message another client
 	 * expunged, other servers nothing at all. */
@@ -426,9 +575,7 @@ static int fetch_ranges(struct imap_backend *ib, struct fetch_ctx *fc,
 			uint64_t size, uint64_t delivered, uint64_t first_chunk,
 			struct backend_error *err)
 {
-	struct imap_body_result result;
 	uint64_t len;
-	int r;
 
 	len = first_range(first_chunk);
 	for (;;) {
@@ -440,9 +587,8 @@ static int fetch_ranges(struct imap_backend *ib, struct fetch_ctx *fc,
 			return backend_fail(err, delivered ? BACKEND_BROKEN :
 					    BACKEND_PERM, "message too large");
 		}
-		r = fetch_part(ib, fc, (uint32_t)delivered, (uint32_t)len,
-			       &result);
-		if (part_outcome(ib, fc, delivered, r, &result, err) < 0)
+		if (fetch_part(ib, fc, (uint32_t)delivered, (uint32_t)len,
+			       err) < 0)
 			return -1;
 		if (fc->stopped)
 			return 0;
@@ -480,6 +626,8 @@ static int send_prefetched(struct imap_backend *ib, struct prefetch_body *b,
 	bool whole = b->whole;
 	int r = fc->sink(fc->sink_ctx, b->data, b->len);
 
+	if (r >= 0)
+		keep_tail(fc, b->data, b->len);
 	prefetch_forget(ib->cache, b);
 	if (r < 0)
 		return backend_fail(err, BACKEND_SINK, "client write failed");

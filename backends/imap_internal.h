@@ -127,8 +127,8 @@ int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 int imap_reselect(struct imap_backend *ib, struct backend_error *err);
 
 /* imap_fetch.c: stream ENTRY to SINK, from the read-ahead cache, in one
- * BODY.PEEK[] (FIRST_CHUNK >= its size: a RETR) or in ranges (TOP); never
- * sets \Seen. */
+ * BODY.PEEK[] (FIRST_CHUNK >= its size: a RETR) or in ranges (TOP), going
+ * on after a lost connection through imap_resume(); never sets \Seen. */
 int imap_fetch(struct backend *be, const struct mail_entry *entry,
 	       uint64_t first_chunk, backend_sink_fn *sink, void *ctx,
 	       struct backend_error *err);

@@ -1,7 +1,10 @@
 """Upstream faults in the middle of a message (issue 4): the client never
 gets a terminator for an incomplete message, nothing is deleted, and
-popgate keeps serving new sessions."""
+popgate keeps serving new sessions.  A connection lost inside a message
+goes on from where it was cut on a new connection, only if the new answer
+repeats the end of what the client already has."""
 
+import re
 import socket
 
 import pytest
@@ -62,8 +65,9 @@ def test_fault_mid_message_no_false_terminator(fault, make_popgate):
                 data, closed = read_until_eof(c)
                 assert fake.fault_done.is_set(), "the fault never triggered"
                 if not closed:
-                    # Refused before the first octet reached the client,
-                    # then read whole on a new connection.
+                    # Read whole on a new connection: again, when refused
+                    # before the first octet reached the client, or from
+                    # where the connection was lost.
                     assert data.endswith(b"\r\n.\r\n"), \
                         "popgate neither finished nor closed"
                     assert unstuff(data) == pop3_message(big_message())
@@ -108,5 +112,128 @@ def test_wrong_upstream_size_is_logged_and_message_whole(error, make_popgate):
         log = open(pg.log_path, encoding="utf-8", errors="replace").read()
         assert ("event=size_mismatch user=fake uid=1 listed=%d sent=%d"
                 % (len(msg) + error, len(msg))) in log, log[-2000:]
+    finally:
+        fake.stop()
+
+
+SMALL = b"From: a@example.org\r\nSubject: small\r\n\r\nsmall\r\n"
+
+
+@pytest.mark.parametrize("fault", ["cut", "stall", "bye"])
+def test_lost_mid_message_resumed(fault, make_popgate):
+    """The connection lost inside the message (closed, stalled past the
+    command timeout) or right after its body (BYE): the rest is asked for
+    on a new connection from 512 octets before the cut, which the answer
+    must repeat; the client gets the message whole, once, and the session
+    goes on."""
+    msg = big_message()
+    fake = FakeIMAP([msg, SMALL], fault=fault).start()
+    try:
+        pg = make_popgate({"upstream": {"command_timeout": "3s"}},
+                          upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            assert c.multi("RETR 1")[1] == pop3_message(msg)
+            assert fake.fault_done.is_set()
+            assert c.multi("RETR 2")[1] == pop3_message(SMALL)
+            c.ok("QUIT")
+        resumed = pg.log_lines("upstream_fetch_resumed uid=1")
+        assert len(resumed) == 1, pg.log()[-3000:]
+        cut = int(re.search(r"octet=(\d+)", resumed[0]).group(1))
+        # A stall leaves what is under the low-water mark unread.
+        assert cut == {"cut": len(msg) // 2, "bye": len(msg)}.get(fault, cut)
+        asked = b"(BODY.PEEK[]<%d.%d>)" % (cut - 512, len(msg) - cut + 512)
+        assert [l for l in fake.commands if asked in l], fake.commands
+        assert len(pg.log_lines("upstream_reconnected")) == 1
+        # The QUIT sets \\Seen on what was retrieved, and removes nothing.
+        assert fake.changes == [b"3 UID STORE 1:2 +FLAGS.SILENT (\\Seen)\r\n"], \
+            fake.changes
+    finally:
+        fake.stop()
+
+
+@pytest.mark.parametrize("case", ["shortcut", "changed", "reconnect off"])
+def test_lost_mid_message_not_completed(case, make_popgate):
+    """What cannot be shown to be the message's rest is never spliced on:
+    a literal shorter than announced (its response's end read as body,
+    then the connection closed), a message that changed meanwhile, or
+    reconnection turned off.  The client connection is closed without a
+    terminator."""
+    msg = big_message()
+    fake = FakeIMAP([msg, SMALL],
+                    fault="shortcut" if case == "shortcut" else "cut",
+                    change_after_fault=case == "changed").start()
+    try:
+        pg = make_popgate({"upstream": {"command_timeout": "3s",
+                                        "reconnect": case != "reconnect off"}},
+                          upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            c.ok("RETR 1")
+            data, closed = read_until_eof(c)
+            assert closed
+            assert b"\r\n.\r\n" not in data
+            assert len(data) < len(msg)
+        if case == "reconnect off":
+            assert not pg.log_lines("upstream_fetch_resumed")
+        else:
+            assert pg.log_lines("upstream_fetch_resumed uid=1")
+            assert [l for l in pg.log_lines("upstream_error")
+                    if "not the rest of the message" in l], pg.log()[-3000:]
+        assert fake.changes == [], fake.changes
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            assert c.multi("RETR 2")[1] == pop3_message(SMALL)
+            c.ok("QUIT")
+    finally:
+        fake.stop()
+
+
+LONG_HEAD = b"From: top@example.org\r\nSubject: long lines\r\n\r\n"
+
+
+def long_lines():
+    """Lines of 1,002 octets, longer than a TOP's estimate, so that a TOP
+    reads a second range (the one the scripted server cuts)."""
+    return LONG_HEAD + b"".join(b"%06d " % n + b"y" * 993 + b"\r\n"
+                                for n in range(4000))
+
+
+def top_of_long_lines(lines):
+    return pop3_message(long_lines()[:len(LONG_HEAD) + lines * 1002])
+
+
+def test_lost_mid_top_range_resumed(make_popgate):
+    """The connection cut inside a TOP's second range goes on from there on
+    a new one."""
+    fake = FakeIMAP([long_lines()], fault="cut").start()
+    try:
+        pg = make_popgate(upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            assert c.multi("TOP 1 3000")[1] == top_of_long_lines(3000)
+            c.ok("QUIT")
+        assert fake.fault_done.is_set()
+        assert pg.log_lines("upstream_fetch_resumed uid=1")
+    finally:
+        fake.stop()
+
+
+def test_lost_after_top_lines_sent(make_popgate):
+    """The connection cut after every line a TOP wants has gone out, while
+    the rest of its range is read and dropped: the TOP is whole, nothing
+    is asked again, and the next command reconnects."""
+    fake = FakeIMAP([long_lines()], fault="cut").start()
+    try:
+        pg = make_popgate(upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            # The second range starts before line 30 and is cut after it.
+            assert c.multi("TOP 1 30")[1] == top_of_long_lines(30)
+            assert fake.fault_done.is_set()
+            assert c.multi("TOP 1 5")[1] == top_of_long_lines(5)
+            c.ok("QUIT")
+        assert not pg.log_lines("upstream_fetch_resumed")
+        assert len(pg.log_lines("upstream_reconnected")) == 1
     finally:
         fake.stop()

@@ -5,6 +5,7 @@ deleted that was not marked, and what cannot be resumed fails honestly."""
 
 import imaplib
 import re
+import socket
 import time
 
 import pytest
@@ -69,6 +70,27 @@ def test_lost_connection_resumed(sandbox, user, make_popgate):
     attempts = [l for l in pg.log_lines("upstream_reconnected")]
     assert len(attempts) == 2, pg.log()[-3000:]
     assert "attempt=2" in attempts[1]
+
+
+def test_kicked_mid_message_resumed(sandbox, user, make_popgate):
+    """Dovecot's connection closed in the middle of a RETR: the client
+    stops reading, so the 40 MB transfer stalls inside the literal, more
+    than the sockets on the way hold, and the kick lands there.  The rest
+    comes from a new connection, and the client gets the message whole."""
+    msg = large(40 * 1024 * 1024)
+    user.fill([msg])
+    pg = make_popgate()
+    with session(pg, user) as c:
+        # A small receive window, so little of the message waits here.
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.ok("RETR 1")
+        c._fill()
+        kick(sandbox, user)
+        assert c.read_multiline() == pop3_message(msg)
+        c.ok("QUIT")
+    resumed = pg.log_lines("upstream_fetch_resumed")
+    assert len(resumed) == 1, pg.log()[-3000:]
+    assert len(pg.log_lines("upstream_reconnected")) == 1
 
 
 @pytest.mark.parametrize("mode", ["tls", "starttls"])

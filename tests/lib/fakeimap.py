@@ -15,6 +15,7 @@ where it says "after the body"):
   cut      close the connection half-way through the literal
   short    send half the announced literal, then the end of the response,
            then nothing (a literal shorter than announced)
+  shortcut the same, then close the connection
   long     send more octets than announced, then the end of the response
   huge     announce a literal of 1 TiB and send 1 MiB of it, then stall
   garbage  answer with a line that is not IMAP (after the body), then stall
@@ -28,7 +29,7 @@ import socket
 import socketserver
 import threading
 
-FAULTS = ("cut", "short", "long", "huge", "garbage", "stall", "bye", "no")
+FAULTS = ("cut", "short", "shortcut", "long", "huge", "garbage", "stall", "bye", "no")
 FAULT_SIZE = 1 << 20
 STALL_SECONDS = 30
 
@@ -36,8 +37,12 @@ STALL_SECONDS = 30
 class FakeIMAP:
     def __init__(self, messages, user="fake", password="fakepw", fault=None,
                  capabilities=b"IMAP4rev1 UIDPLUS ID", deleted=(),
-                 size_error=0, login_refusal=None):
+                 size_error=0, login_refusal=None, change_after_fault=False):
         self.messages = list(messages)  # message i has UID i + 1
+        # After the fault, one octet shortly before where it cut is
+        # changed, as if the message were no longer the same (which IMAP
+        # forbids): what a resumed answer must not be spliced onto.
+        self.change_after_fault = change_after_fault
         # Added to every RFC822.SIZE, as a server that estimates sizes
         # (Exchange by default) would.
         self.size_error = size_error
@@ -277,14 +282,19 @@ class Session:
                 continue
             self.fake.fault_done.set()
             half = data[:len(data) // 2]
+            if self.fake.change_after_fault:
+                changed = bytearray(msg)
+                changed[offset + len(half) - 100] ^= 1
+                self.fake.messages[u - 1] = bytes(changed)
             # A whole body is cut into by every fault: never before it.
             before = head + half if length is None else b""
             if fault == "cut":
                 self.send(head + half)
                 return False
-            if fault == "short":
+            if fault in ("short", "shortcut"):
                 self.send(head + half + b")\r\n%s OK done\r\n" % tag)
-                self.stall()
+                if fault == "short":
+                    self.stall()
                 return False
             if fault == "long":
                 self.send(head + data + b"EXTRA OCTETS\r\n" * 10 +
