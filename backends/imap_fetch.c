@@ -15,17 +15,25 @@
 #define FETCH_FIRST_MIN (4 * 1024)
 #define FETCH_NEXT_MIN (64 * 1024)
 #define FETCH_CHUNK_MAX (4 * 1024 * 1024)
-/* What a body resumed on a new connection must repeat of the octets the
- * client already had. */
+/*
+ * A body that goes on on a new connection after a cut starts FETCH_TAIL
+ * octets before the cut, and must repeat those the client already had.
+ * The last FETCH_HELD octets read of a literal go to the sink only once
+ * more of it has come: a server that is stopped may write its BYE into
+ * the literal before it closes (Dovecot does), and that text must not
+ * reach the client as part of the message.
+ */
 #define FETCH_TAIL 512
+#define FETCH_HELD 512
 
 struct fetch_ctx {
 	uint32_t uid;
 	backend_sink_fn *sink;
 	void *sink_ctx;
-	uint64_t chunk_octets;  /* of the current part, all attempts */
+	uint64_t chunk_octets;  /* of the current part that reached the sink */
 	uint64_t unchecked;     /* delivered before the response's UID came */
 	int64_t announced;      /* the part's literal as first announced, or -1 */
+	uint64_t literal_left;  /* of the literal being read */
 	/* An answer on a new connection after a cut: the literal it must
 	 * announce (-1: no such answer), and how many of its first octets
 	 * must repeat the end of TAIL instead of going to the sink. */
@@ -34,6 +42,9 @@ struct fetch_ctx {
 	/* The last octets of the message that reached the sink. */
 	char tail[FETCH_TAIL];
 	size_t tail_len;
+	/* Octets read and not yet sent on, the literal's latest. */
+	char held[FETCH_HELD];
+	size_t held_len;
 	enum imap_body_presence presence;
 	bool wrong_uid;         /* a body went out that was another message's */
 	bool diverged;          /* a resumed answer was not the message's rest */
@@ -57,6 +68,56 @@ static void keep_tail(struct fetch_ctx *fc, const char *data, size_t len)
 	fc->tail_len = keep + len;
 }
 
+/* Octets of the body to the sink; false once it wants no more. */
+static bool to_sink(struct fetch_ctx *fc, uint32_t uid, const char *data,
+		    size_t len)
+{
+	int r;
+
+	if (fc->stopped || fc->sink_failed)
+		return false;
+	if (len == 0)
+		return true;
+	fc->chunk_octets += len;
+	if (uid == 0)
+		fc->unchecked += len;
+	r = fc->sink(fc->sink_ctx, data, len);
+	if (r < 0) {
+		fc->sink_failed = true;
+		return false;
+	}
+	keep_tail(fc, data, len);
+	if (r > 0)
+		fc->stopped = true;
+	return r == 0;
+}
+
+/*
+ * A piece of the literal, not its end: to the sink but its last
+ * FETCH_HELD octets (with those held before), which are held instead.
+ */
+static void hold_back(struct fetch_ctx *fc, uint32_t uid, const char *data,
+		      size_t len)
+{
+	size_t out, from_held;
+
+	if (fc->held_len + len <= FETCH_HELD) {
+		memcpy(fc->held + fc->held_len, data, len);
+		fc->held_len += len;
+		return;
+	}
+	out = fc->held_len + len - FETCH_HELD;
+	from_held = out < fc->held_len ? out : fc->held_len;
+	if (!to_sink(fc, uid, fc->held, from_held) ||
+	    !to_sink(fc, uid, data, out - from_held))
+		return;
+	memmove(fc->held, fc->held + from_held, fc->held_len - from_held);
+	fc->held_len -= from_held;
+	memcpy(fc->held + fc->held_len, data + (out - from_held),
+	       len - (out - from_held));
+	fc->held_len = FETCH_HELD;
+}
+
 static enum imap_body_verdict fetch_literal(void *context, uint32_t uid,
 					    uint64_t size)
 {
@@ -64,6 +125,7 @@ static enum imap_body_verdict fetch_literal(void *context, uint32_t uid,
 
 	if (uid != 0 && uid != fc->uid)
 		return IMAP_BODY_MORE;
+	fc->literal_left = size;
 	if (fc->expect < 0) {
 		fc->announced = size <= INT64_MAX ? (int64_t)size : -1;
 		return IMAP_BODY_MORE;
@@ -79,12 +141,14 @@ static enum imap_body_verdict fetch_body(void *context, uint32_t uid,
 					 const char *data, size_t len)
 {
 	struct fetch_ctx *fc = context;
-	int r;
+	/* A quoted body (no literal) comes whole, in one line. */
+	bool ends = len >= fc->literal_left;
 
 	if (uid != 0 && uid != fc->uid)
 		return IMAP_BODY_MORE; /* only ours reaches the client */
 	if (fc->stopped)
 		return IMAP_BODY_ENOUGH;
+	fc->literal_left = ends ? 0 : fc->literal_left - len;
 	if (fc->repeat > 0) {
 		size_t n = len < fc->repeat ? len : fc->repeat;
 
@@ -96,24 +160,17 @@ static enum imap_body_verdict fetch_body(void *context, uint32_t uid,
 		fc->repeat -= n;
 		data += n;
 		len -= n;
-		if (len == 0)
-			return IMAP_BODY_MORE;
 	}
-	fc->chunk_octets += len;
-	if (uid == 0)
-		fc->unchecked += len;
-	r = fc->sink(fc->sink_ctx, data, len);
-	if (r < 0) {
-		/* The client is gone: reading the rest is no use. */
-		fc->sink_failed = true;
+	if (!ends)
+		hold_back(fc, uid, data, len);
+	else if (to_sink(fc, uid, fc->held, fc->held_len))
+		to_sink(fc, uid, data, len);
+	if (ends)
+		fc->held_len = 0;
+	/* The client is gone: reading the rest is no use. */
+	if (fc->sink_failed)
 		return IMAP_BODY_ABORT;
-	}
-	keep_tail(fc, data, len);
-	if (r > 0) {
-		fc->stopped = true;
-		return IMAP_BODY_ENOUGH;
-	}
-	return IMAP_BODY_MORE;
+	return fc->stopped ? IMAP_BODY_ENOUGH : IMAP_BODY_MORE;
 }
 
 static void fetch_done(void *context, uint32_t uid,
@@ -147,6 +204,8 @@ static int fetch_command(struct imap_backend *ib, struct fetch_ctx *fc,
 
 	snprintf(uid, sizeof(uid), "%u", fc->uid);
 	fc->unchecked = 0;
+	fc->literal_left = 0;
+	fc->held_len = 0; /* what a cut answer held is asked for again */
 	fc->presence = IMAP_BODY_ABSENT;
 	return imap_body_fetch(ib->imap, uid, offset, len, &fetch_handler, fc,
 			       result);

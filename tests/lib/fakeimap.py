@@ -16,6 +16,10 @@ where it says "after the body"):
   short    send half the announced literal, then the end of the response,
            then nothing (a literal shorter than announced)
   shortcut the same, then close the connection
+  byecut   send half the literal, then "* BYE" and close (Dovecot, when
+           stopped, writes its BYE into a literal it was sending)
+  noisecut send half the literal, then 4 KiB that are not the message,
+           then close
   long     send more octets than announced, then the end of the response
   huge     announce a literal of 1 TiB and send 1 MiB of it, then stall
   garbage  answer with a line that is not IMAP (after the body), then stall
@@ -29,7 +33,7 @@ import socket
 import socketserver
 import threading
 
-FAULTS = ("cut", "short", "shortcut", "long", "huge", "garbage", "stall", "bye", "no")
+FAULTS = ("cut", "short", "shortcut", "byecut", "noisecut", "long", "huge", "garbage", "stall", "bye", "no")
 FAULT_SIZE = 1 << 20
 STALL_SECONDS = 30
 
@@ -39,9 +43,9 @@ class FakeIMAP:
                  capabilities=b"IMAP4rev1 UIDPLUS ID", deleted=(),
                  size_error=0, login_refusal=None, change_after_fault=False):
         self.messages = list(messages)  # message i has UID i + 1
-        # After the fault, one octet shortly before where it cut is
-        # changed, as if the message were no longer the same (which IMAP
-        # forbids): what a resumed answer must not be spliced onto.
+        # After the fault, one octet 700 before where it cut is changed, as
+        # if the message were no longer the same (which IMAP forbids): what
+        # a resumed answer must not be spliced onto.
         self.change_after_fault = change_after_fault
         # Added to every RFC822.SIZE, as a server that estimates sizes
         # (Exchange by default) would.
@@ -284,12 +288,18 @@ class Session:
             half = data[:len(data) // 2]
             if self.fake.change_after_fault:
                 changed = bytearray(msg)
-                changed[offset + len(half) - 100] ^= 1
+                changed[offset + len(half) - 700] ^= 1
                 self.fake.messages[u - 1] = bytes(changed)
             # A whole body is cut into by every fault: never before it.
             before = head + half if length is None else b""
             if fault == "cut":
                 self.send(head + half)
+                return False
+            if fault == "byecut":
+                self.send(head + half + b"* BYE Server shutting down.\r\n")
+                return False
+            if fault == "noisecut":
+                self.send(head + half + b"not the message\r\n" * 241)
                 return False
             if fault in ("short", "shortcut"):
                 self.send(head + half + b")\r\n%s OK done\r\n" % tag)

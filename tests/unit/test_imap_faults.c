@@ -175,14 +175,17 @@ static void sc_stall(void)
 	next_line(); /* never answer; wait for the backend to give up */
 }
 
+/* Cut after 600 of 1000 octets: the sink has had the 88 before the last
+ * 512 read, which are held back until more comes. */
 static void sc_cut_mid_literal(void)
 {
 	say("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
 	serve_plain_auth("UIDPLUS");
 	serve_select();
 	expect("UID FETCH 11 (BODY.PEEK[]<0.4096>)");
-	say("* 2 FETCH (UID 11 BODY[]<0> {100}\r\n%050d", 7);
+	say("* 2 FETCH (UID 11 BODY[]<0> {1000}\r\n%0600d", 7);
 }
+
 
 static void sc_bye_mid_session(void)
 {
@@ -670,11 +673,19 @@ static void sc_body_other_uid_after(void)
 	expect_eof(); /* dropped, no LOGOUT */
 }
 
+/* Cut inside the octets held back: none has reached the sink. */
+static void sc_cut_within_held(void)
+{
+	serve_box();
+	expect("UID FETCH 14 (BODY.PEEK[])");
+	say("* 4 FETCH (UID 14 BODY[] {1000}\r\n%0500d", 7);
+}
+
 static void sc_cut_mid_literal_retr(void)
 {
 	serve_box();
 	expect("UID FETCH 14 (BODY.PEEK[])");
-	say("* 4 FETCH (UID 14 BODY[] {100}\r\n%050d", 7);
+	say("* 4 FETCH (UID 14 BODY[] {1000}\r\n%0600d", 7);
 }
 
 /* The client is gone mid-message: the rest is not waited for. */
@@ -682,8 +693,8 @@ static void sc_body_sink_fails(void)
 {
 	serve_box();
 	expect("UID FETCH 14 (BODY.PEEK[])");
-	say("* 4 FETCH (UID 14 BODY[] {100}\r\n%050d", 7);
-	expect_eof(); /* dropped while 50 octets were still due */
+	say("* 4 FETCH (UID 14 BODY[] {1000}\r\n%0600d", 7);
+	expect_eof(); /* dropped while 400 octets were still due */
 }
 
 /* --- harness (parent) --------------------------------------------------- */
@@ -878,7 +889,7 @@ static void test_cut_mid_literal_is_broken(void **state)
 	assert_int_equal(backend_fetch(be, &snap.msgs[1], 0, count_sink, &c,
 				       &err), -1);
 	assert_int_equal(err.status, BACKEND_BROKEN);
-	assert_int_equal(c.octets, 50);
+	assert_int_equal(c.octets, 88);
 	/* The session was dropped: nothing more goes to that server. */
 	assert_int_equal(backend_keepalive(be, &err), -1);
 	mail_snapshot_clear(&snap);
@@ -1248,7 +1259,19 @@ static void test_retr_cut_mid_literal_is_broken(void **state)
 	(void)state;
 	assert_int_equal(retr_last(sc_cut_mid_literal_retr, collect_sink, &c),
 			 BACKEND_BROKEN);
-	assert_int_equal(c.len, 50);
+	assert_int_equal(c.len, 88);
+	free(c.data);
+}
+
+/* What the client has not had can still be refused honestly. */
+static void test_retr_cut_within_held_is_temp(void **state)
+{
+	struct collected c = { 0 };
+
+	(void)state;
+	assert_int_equal(retr_last(sc_cut_within_held, collect_sink, &c),
+			 BACKEND_TEMP);
+	assert_int_equal(c.len, 0);
 	free(c.data);
 }
 
@@ -1420,6 +1443,7 @@ int main(void)
 		cmocka_unit_test(test_body_response_shapes),
 		cmocka_unit_test(test_body_of_another_message_is_broken),
 		cmocka_unit_test(test_retr_cut_mid_literal_is_broken),
+		cmocka_unit_test(test_retr_cut_within_held_is_temp),
 		cmocka_unit_test(test_retr_client_gone_drops_upstream),
 		cmocka_unit_test(test_bye_mid_session_is_temp),
 		cmocka_unit_test(test_no_uidplus_leaves_flagged),
