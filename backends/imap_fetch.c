@@ -512,9 +512,10 @@ static int part_outcome(struct imap_backend *ib, const struct fetch_ctx *fc,
  * Whether the failed attempt at a part can go on on a new connection from
  * where it was cut: the connection was lost (a transport failure or BYE,
  * not a server that broke the protocol) inside the body's literal or
- * after it, the part's offsets fit IMAP's 32-bit partial fetch, and a
- * resume is allowed.  Where nothing reached the client, imap_fetch()
- * repeats the whole command instead.
+ * after it, or before the literal of a part after the first began; the
+ * part's offsets fit IMAP's 32-bit partial fetch; and a resume is
+ * allowed.  Where nothing reached the client, imap_fetch() repeats the
+ * whole command instead.
  */
 static bool cut_resumable(const struct imap_backend *ib,
 			  const struct fetch_ctx *fc, int r, uint64_t offset,
@@ -522,8 +523,10 @@ static bool cut_resumable(const struct imap_backend *ib,
 {
 	return (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_FATAL) &&
 		err->status == BACKEND_BROKEN && !fc->sink_failed &&
-		!fc->wrong_uid && !fc->diverged && fc->announced >= 0 &&
-		offset + (uint64_t)fc->announced <= UINT32_MAX &&
+		!fc->wrong_uid && !fc->diverged &&
+		(fc->announced >= 0 ?
+		 offset + (uint64_t)fc->announced <= UINT32_MAX :
+		 fc->chunk_octets == 0) &&
 		ib->imap == NULL && imap_resumable(ib);
 }
 
@@ -563,17 +566,21 @@ static int fetch_part(struct imap_backend *ib, struct fetch_ctx *fc,
 		if (fc->stopped && err->status == BACKEND_BROKEN &&
 		    (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_FATAL))
 			return 0;
-		if (!cut_resumable(ib, fc, r, offset, err))
+		if (!cut_resumable(ib, fc, r, offset, err) ||
+		    imap_resume(ib, &ignored) < 0)
 			return -1;
 		got = fc->chunk_octets;
+		log_info("event=upstream_fetch_resumed uid=%u octet=%" PRIu64,
+			 fc->uid, offset + got);
+		if (fc->announced < 0) {
+			/* Nothing of this part had come: ask again. */
+			r = fetch_command(ib, fc, offset, len, &result);
+			continue;
+		}
 		rest = (uint64_t)fc->announced - got;
-		if (imap_resume(ib, &ignored) < 0)
-			return -1;
 		/* The tail holds the octets just before the cut. */
 		fc->repeat = fc->tail_len;
 		fc->expect = (int64_t)(rest + fc->repeat);
-		log_info("event=upstream_fetch_resumed uid=%u octet=%" PRIu64,
-			 fc->uid, offset + got);
 		r = fetch_command(ib, fc, (uint32_t)(offset + got - fc->repeat),
 				  (uint32_t)(rest + fc->repeat), &result);
 	}

@@ -226,6 +226,25 @@ def test_lost_mid_top_range_resumed(make_popgate):
         fake.stop()
 
 
+def test_lost_between_top_ranges_resumed(make_popgate):
+    """The connection lost after a TOP's first range, before any of the
+    second came: the second is asked for again on a new connection."""
+    fake = FakeIMAP([long_lines()], fault="drop").start()
+    try:
+        pg = make_popgate(upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            assert c.multi("TOP 1 3000")[1] == top_of_long_lines(3000)
+            c.ok("QUIT")
+        assert fake.fault_done.is_set()
+        resumed = pg.log_lines("upstream_fetch_resumed uid=1")
+        assert len(resumed) == 1, pg.log()[-3000:]
+        # The first range: the 16 KiB and 128 octets a line TOP estimates.
+        assert "octet=%d" % (16 * 1024 + 3000 * 128) in resumed[0]
+    finally:
+        fake.stop()
+
+
 def test_lost_after_top_lines_sent(make_popgate):
     """The connection cut after every line a TOP wants has gone out, while
     the rest of its range is read and dropped: the TOP is whole, nothing

@@ -20,6 +20,7 @@ where it says "after the body"):
            stopped, writes its BYE into a literal it was sending)
   noisecut send half the literal, then 4 KiB that are not the message,
            then close
+  drop     close the connection without answering
   long     send more octets than announced, then the end of the response
   huge     announce a literal of 1 TiB and send 1 MiB of it, then stall
   garbage  answer with a line that is not IMAP (after the body), then stall
@@ -33,7 +34,7 @@ import socket
 import socketserver
 import threading
 
-FAULTS = ("cut", "short", "shortcut", "byecut", "noisecut", "long", "huge", "garbage", "stall", "bye", "no")
+FAULTS = ("cut", "short", "shortcut", "byecut", "noisecut", "drop", "long", "huge", "garbage", "stall", "bye", "no")
 FAULT_SIZE = 1 << 20
 STALL_SECONDS = 30
 
@@ -294,6 +295,8 @@ class Session:
             before = head + half if length is None else b""
             if fault == "cut":
                 self.send(head + half)
+                return False
+            if fault == "drop":
                 return False
             if fault == "byecut":
                 self.send(head + half + b"* BYE Server shutting down.\r\n")
