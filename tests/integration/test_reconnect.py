@@ -72,14 +72,21 @@ def test_lost_connection_resumed(sandbox, user, make_popgate):
     assert "attempt=2" in attempts[1]
 
 
-def test_kicked_mid_message_resumed(sandbox, user, make_popgate):
+@pytest.mark.parametrize("mode", ["none", "tls"])
+def test_kicked_mid_message_resumed(sandbox, user, make_popgate, mode):
     """Dovecot's connection closed in the middle of a RETR: the client
     stops reading, so the 40 MB transfer stalls inside the literal, more
     than the sockets on the way hold, and the kick lands there.  The rest
-    comes from a new connection, and the client gets the message whole."""
+    comes from a new connection (over TLS verified like the first), and
+    the client gets the message whole."""
     msg = large(40 * 1024 * 1024)
     user.fill([msg])
-    pg = make_popgate()
+    if mode == "tls":
+        pg = make_popgate({"upstream": {
+            "host": "127.0.0.1", "port": sandbox.tls_port, "tls": "tls",
+            "ca_file": sandbox.cert, "server_name": "localhost"}})
+    else:
+        pg = make_popgate()
     with session(pg, user) as c:
         # A small receive window, so little of the message waits here.
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
