@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "client.h"
 #include "conn.h"
@@ -23,6 +24,7 @@
 #include "log.h"
 #include "monotime.h"
 #include "pop3_session.h"
+#include "proxy_protocol.h"
 
 #define CLIENT_READ_SIZE 16384
 
@@ -225,11 +227,41 @@ static void serve(struct client *client)
 	}
 }
 
+/*
+ * On a listener behind a load balancer, the PROXY protocol header that
+ * comes first: the client's address replaces the balancer's in IP and
+ * PORT.  0, or -1 after logging why the connection is refused (without a
+ * greeting: a balancer that sends no header is misconfigured, and a
+ * client that sends none is not one of its).
+ */
+static int read_proxy_header(const struct client_params *params, int fd,
+			     char *ip, size_t ip_size, char *port,
+			     size_t port_size)
+{
+	struct proxy_header hdr;
+	const char *error;
+
+	if (proxy_header_read(fd, handshake_timeout_ms(params), &hdr,
+			      &error) < 0) {
+		log_info("event=proxy_header_failed ip=%s port=%s "
+			 "listener_port=%u reason=\"%s\"", ip, port,
+			 params->listener->port, error);
+		return -1;
+	}
+	/* LOCAL or UNKNOWN: the balancer's own connection (a health check). */
+	if (hdr.has_source)
+		(void)getnameinfo((const struct sockaddr *)&hdr.source,
+				  hdr.source_len, ip, ip_size, port, port_size,
+				  NI_NUMERICHOST | NI_NUMERICSERV);
+	return 0;
+}
+
 void client_run(const struct client_params *params, int fd,
 		const struct sockaddr *peer, socklen_t peer_len)
 {
 	const struct pg_config *cfg = params->cfg;
 	char sid[16], ip[NI_MAXHOST] = "unknown", port[NI_MAXSERV] = "0";
+	char balancer[NI_MAXHOST + 16] = "";
 	char peer_text[NI_MAXHOST + NI_MAXSERV + 16];
 	struct client client = { .params = params };
 	struct pop3_settings settings = cfg->pop3;
@@ -244,9 +276,18 @@ void client_run(const struct client_params *params, int fd,
 	log_set_session(sid);
 	(void)getnameinfo(peer, peer_len, ip, sizeof(ip), port, sizeof(port),
 			  NI_NUMERICHOST | NI_NUMERICSERV);
+	if (params->listener->proxy_protocol) {
+		snprintf(balancer, sizeof(balancer), " proxy_ip=%s", ip);
+		if (read_proxy_header(params, fd, ip, sizeof(ip), port,
+				      sizeof(port)) < 0) {
+			close(fd);
+			return;
+		}
+	}
 	snprintf(peer_text, sizeof(peer_text), "ip=%s port=%s", ip, port);
-	log_info("event=connect %s listener_port=%u tls=%s", peer_text,
-		 params->listener->port, params->listener->tls ? "yes" : "no");
+	log_info("event=connect %s%s listener_port=%u tls=%s", peer_text,
+		 balancer, params->listener->port,
+		 params->listener->tls ? "yes" : "no");
 
 	client.conn = conn_new(fd);
 	if (client.conn == NULL) {

@@ -102,6 +102,8 @@ static const struct config_key schema[] = {
 	{ SEC_LISTEN, "address", VAL_STRING, LST(address), 0, 0, NULL, false },
 	{ SEC_LISTEN, "port", VAL_UINT, LST(port), 1, 65535, NULL, false },
 	{ SEC_LISTEN, "tls", VAL_BOOL, LST(tls), 0, 0, NULL, false },
+	{ SEC_LISTEN, "proxy_protocol", VAL_BOOL, LST(proxy_protocol), 0, 0,
+	  NULL, false },
 
 	{ SEC_TLS, "certificate", VAL_STRING, CFG(tls.certificate), 0, 0,
 	  NULL, true },

@@ -22,6 +22,9 @@ struct listener_config {
 	char *address;   /* numeric IPv4/IPv6 address or host name */
 	unsigned port;
 	bool tls;        /* implicit TLS (port 995); else plain with STLS */
+	/* Every connection starts with a PROXY protocol header from a load
+	 * balancer, which names the client. */
+	bool proxy_protocol;
 };
 
 enum tls_profile {

@@ -160,7 +160,8 @@ static void test_every_key(void **state)
 		 "daemon = { user = \"nobody\"; max_connections = 20;\n"
 		 "  drain_time = \"5s\"; log_level = \"debug\";\n"
 		 "  sessions_per_process = 50; };\n"
-		 "listen = ( { address = \"::1\"; port = 1995; tls = true; },\n"
+		 "listen = ( { address = \"::1\"; port = 1995; tls = true;\n"
+		 "  proxy_protocol = true; },\n"
 		 "  { address = \"127.0.0.1\"; } );\n"
 		 "tls = { certificate = \"%s\"; profile = \"legacy\";\n"
 		 "  ciphers = \"HIGH\"; ciphersuites = \"\"; };\n"
@@ -187,7 +188,9 @@ static void test_every_key(void **state)
 	assert_string_equal(cfg->listeners[0].address, "::1");
 	assert_int_equal(cfg->listeners[0].port, 1995);
 	assert_true(cfg->listeners[0].tls);
+	assert_true(cfg->listeners[0].proxy_protocol);
 	assert_int_equal(cfg->listeners[1].port, 110);
+	assert_false(cfg->listeners[1].proxy_protocol);
 	assert_string_equal(cfg->tls.certificate, f->certpath);
 	/* The key defaults to the certificate file (one PEM with both). */
 	assert_string_equal(cfg->tls.key, f->certpath);
