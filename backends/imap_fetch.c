@@ -161,12 +161,14 @@ static enum imap_body_verdict fetch_body(void *context, uint32_t uid,
 		data += n;
 		len -= n;
 	}
-	if (!ends)
+	if (!ends) {
 		hold_back(fc, uid, data, len);
-	else if (to_sink(fc, uid, fc->held, fc->held_len))
-		to_sink(fc, uid, data, len);
-	if (ends)
+	} else {
+		/* The literal is whole: nothing after it can be taken for it. */
+		if (to_sink(fc, uid, fc->held, fc->held_len))
+			to_sink(fc, uid, data, len);
 		fc->held_len = 0;
+	}
 	/* The client is gone: reading the rest is no use. */
 	if (fc->sink_failed)
 		return IMAP_BODY_ABORT;
