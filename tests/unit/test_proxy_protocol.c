@@ -156,7 +156,8 @@ static size_t v2_header(unsigned char *buf, unsigned char cmd,
 	buf[13] = fam;
 	buf[14] = (unsigned char)(body_len >> 8);
 	buf[15] = (unsigned char)body_len;
-	memcpy(buf + 16, body, body_len);
+	if (body_len > 0)
+		memcpy(buf + 16, body, body_len);
 	return 16 + body_len;
 }
 
