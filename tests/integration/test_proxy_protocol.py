@@ -2,14 +2,19 @@
 PROXY protocol header names the client, whose address then goes to the
 logs (the failed-login lines fail2ban reads too) and upstream; without a
 header the connection is refused, and a listener not configured for it
-never believes one."""
+never believes one.  Behind a real balancer too: Debian's HAProxy."""
 
+import os
 import re
+import shutil
 import socket
 import struct
+import subprocess
+import time
 
 import pytest
 
+from dovecot import free_port, wait_for_port
 from fakeimap import FakeIMAP
 from messages import five
 from pop3client import RawPOP3, insecure_tls_context, pop3_message
@@ -137,3 +142,65 @@ def test_forwarded_upstream(make_popgate):
         assert b'"x-originating-port" "41000"' in ids[0]
     finally:
         fake.stop()
+
+
+# Debian installs it in /usr/sbin, which is not on every user's PATH.
+HAPROXY = shutil.which("haproxy",
+                       path=os.environ.get("PATH", "") + ":/usr/sbin")
+
+
+@pytest.fixture
+def haproxy(tmp_path):
+    """start(backend_port, server_option) -> the port of an HAProxy in TCP
+    mode on 127.0.0.1 that passes every connection to popgate with
+    SERVER_OPTION (send-proxy: version 1, send-proxy-v2: version 2)."""
+    procs = []
+
+    def start(backend_port, server_option):
+        port = free_port()
+        cfg = tmp_path / ("haproxy-%d.cfg" % len(procs))
+        cfg.write_text(
+            "global\n    maxconn 100\n"
+            "defaults\n    mode tcp\n    timeout connect 5s\n"
+            "    timeout client 30s\n    timeout server 30s\n"
+            "frontend pop3\n    bind 127.0.0.1:%d\n"
+            "    default_backend popgate\n"
+            "backend popgate\n    server pg 127.0.0.1:%d %s\n"
+            % (port, backend_port, server_option))
+        proc = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)],
+                                stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        assert wait_for_port("127.0.0.1", port, time.monotonic() + 10,
+                             lambda: proc.poll() is None), "haproxy did not start"
+        return port
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="no haproxy")
+@pytest.mark.parametrize("option", ["send-proxy", "send-proxy-v2"])
+def test_behind_haproxy(user, make_popgate, haproxy, option):
+    """HAProxy in front, in either version: the session is the client's
+    own connection (its port, not the balancer's), and works."""
+    user.fill(five())
+    pg = make_popgate({"listen": [{"address": "127.0.0.1", "port": 0,
+                                   "proxy_protocol": True}]})
+    port = haproxy(pg.port, option)
+    with RawPOP3("127.0.0.1", port) as c:
+        client_port = c.sock.getsockname()[1]
+        c.login(user.name, user.password)
+        _, body = c.multi("RETR 1")
+        assert body == pop3_message(user.fetch(user.messages()[0][0]))
+        c.ok("QUIT")
+    # Its readiness probe may have reached popgate as a session too.
+    mine = "ip=127.0.0.1 port=%d proxy_ip=127.0.0.1 " % client_port
+    assert [l for l in pg.log_lines("connect") if mine in l], pg.log()

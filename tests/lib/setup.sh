@@ -14,7 +14,7 @@ PG_PYTHON=/usr/bin/python3
 
 PG_PACKAGES="autoconf automake libtool pkg-config gcc make libssl-dev
 	libetpan-dev libconfig-dev libcmocka-dev libsqlite3-dev dovecot-imapd dovecot-pop3d
-	python3 python3-pytest curl fetchmail getmail6 neomutt valgrind openssl"
+	python3 python3-pytest curl fetchmail getmail6 neomutt valgrind openssl haproxy"
 
 pg_say() {
 	printf '==> %s\n' "$*" >&2
