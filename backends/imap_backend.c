@@ -44,6 +44,7 @@ void drop_connection(struct imap_backend *ib)
 	ib->imap = NULL;
 	ib->tr = NULL;
 	ib->authenticated = false;
+	ib->id_tag[0] = '\0';
 }
 
 /* libetpan codes after which the session is unusable. */

@@ -27,6 +27,9 @@ struct imap_backend {
 	struct imap_transport *tr; /* owned by imap's stream */
 	bool authenticated;
 	bool warned_no_verify;
+	/* The tag of an ID sent with the login and not answered yet: its
+	 * answer is read before the login's.  "" when there is none. */
+	char id_tag[16];
 	/* The logged-in user, for log lines and the unique-id store's key:
 	 * user names have no length limit (X 2.1.2), so it is allocated. */
 	char *user;

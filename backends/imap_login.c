@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 
 #include "imap_internal.h"
+#include "imap_reader.h"
 #include "log.h"
 
 #define STREAM_BUFFER_SIZE 8192
@@ -126,72 +127,97 @@ static int start_tls(struct imap_backend *ib, struct backend_error *err)
 	return refresh_capabilities(ib, err);
 }
 
+static bool write_text(mailstream *stream, const char *s)
+{
+	return mailstream_write(stream, s, strlen(s)) >= 0;
+}
+
+/* Whether S can go in an IMAP quoted string as it is (a numeric host and
+ * port always can). */
+static bool quotable(const char *s)
+{
+	return strpbrk(s, "\"\\\r\n") == NULL;
+}
+
+static bool write_quoted(mailstream *stream, const char *s)
+{
+	return write_text(stream, "\"") && write_text(stream, s) &&
+		write_text(stream, "\"");
+}
+
 /*
- * Free a parameter list we built with strdup(): libetpan's
- * mailimap_id_params_list_free() releases strings through its MMAPString
- * registry, which does not know them, and would leak them.
+ * RFC 2971 ID so the upstream applies per-IP policy to the real client.
+ * It is only written here, not sent: it goes out in one write with the
+ * login that follows, and client_id_answer() reads its answer first, so
+ * forwarding the address costs no round trip.  RFC 3501 lets a client
+ * send commands without waiting, and ID's answer changes nothing the
+ * login depends on.
  */
-static void client_id_free(struct mailimap_id_params_list *params)
+static int queue_client_id(struct imap_backend *ib, struct backend_error *err)
 {
-	for (clistiter *it = clist_begin(params->idpa_list); it != NULL;
-	     it = clist_next(it)) {
-		struct mailimap_id_param *param = clist_content(it);
-
-		free(param->idpa_name);
-		free(param->idpa_value);
-		free(param);
-	}
-	clist_free(params->idpa_list);
-	free(params);
-}
-
-static int add_id_param(struct mailimap_id_params_list *params,
-			const char *name, const char *value)
-{
-	char *n = strdup(name), *v = strdup(value);
-
-	if (n == NULL || v == NULL ||
-	    mailimap_id_params_list_add_name_value(params, n, v) != 0) {
-		/* libetpan cannot free plain strings: still ours. */
-		free(n);
-		free(v);
-		return -1;
-	}
-	return 0;
-}
-
-/* RFC 2971 ID so the upstream applies per-IP policy to the real client. */
-static int send_client_id(struct imap_backend *ib, struct backend_error *err)
-{
-	struct mailimap_id_params_list *params, *server_params = NULL;
+	mailstream *stream = ib->imap->imap_stream;
 	char port[16];
-	int r;
 
 	if (!ib->set->forward_client_ip || ib->origin == NULL ||
 	    ib->origin->ip == NULL)
 		return 0;
-	if (!mailimap_has_id(ib->imap))
+	if (!mailimap_has_id(ib->imap) || !quotable(ib->origin->ip))
 		return 0;
 	snprintf(port, sizeof(port), "%u", ib->origin->port);
-	params = mailimap_id_params_list_new_empty();
-	if (params == NULL)
-		return backend_fail(err, BACKEND_TEMP, "out of memory");
-	if (add_id_param(params, "x-originating-ip", ib->origin->ip) < 0 ||
-	    add_id_param(params, "x-originating-port", port) < 0) {
-		client_id_free(params);
-		return backend_fail(err, BACKEND_TEMP, "out of memory");
-	}
-	r = mailimap_id(ib->imap, params, &server_params);
-	client_id_free(params);
-	if (server_params != NULL)
-		mailimap_id_params_list_free(server_params);
-	if (r == MAILIMAP_NO_ERROR)
-		return 0;
-	if (is_session_error(r))
-		return session_failed(ib, "ID", r, BACKEND_TEMP, err);
-	/* A refused ID costs only the per-IP accounting: carry on. */
-	log_upstream_error(ib, "ID", server_text(ib));
+	if (mailimap_send_current_tag(ib->imap) != MAILIMAP_NO_ERROR ||
+	    !write_text(stream, "ID (\"x-originating-ip\" ") ||
+	    !write_quoted(stream, ib->origin->ip) ||
+	    !write_text(stream, " \"x-originating-port\" ") ||
+	    !write_quoted(stream, port) || !write_text(stream, ")\r\n"))
+		return session_failed(ib, "ID", MAILIMAP_ERROR_STREAM,
+				      BACKEND_TEMP, err);
+	snprintf(ib->id_tag, sizeof(ib->id_tag), "%d", ib->imap->imap_tag);
 	return 0;
+}
+
+/*
+ * The answer to the ID queue_client_id() wrote, read once the login's
+ * command has gone out with it; a libetpan code.  A refused ID costs only
+ * the per-IP accounting, so NO and BAD are logged and the login goes on.
+ */
+static int client_id_answer(struct imap_backend *ib)
+{
+	struct imap_reader rd;
+	const char *line, *p, *end;
+	char text[256];
+	size_t len;
+	int r;
+
+	if (ib->id_tag[0] == '\0')
+		return MAILIMAP_NO_ERROR;
+	r = imap_reader_init(&rd, ib->imap->imap_stream,
+			     IMAP_READER_SMALL_SIZE);
+	while (r == MAILIMAP_NO_ERROR) {
+		r = imap_reader_line(&rd, &line, &len);
+		if (r != MAILIMAP_NO_ERROR)
+			break;
+		p = line;
+		end = line + len;
+		if (imap_eat_word(&p, end, "* BYE")) {
+			r = MAILIMAP_ERROR_FATAL;
+		} else if (imap_eat_word(&p, end, "* ")) {
+			continue; /* the server's own ID, or anything untagged */
+		} else if (!imap_eat_word(&p, end, ib->id_tag) ||
+			   !imap_eat_word(&p, end, " ")) {
+			r = MAILIMAP_ERROR_PROTOCOL;
+		} else {
+			if (!imap_eat_word(&p, end, "OK")) {
+				snprintf(text, sizeof(text), "%.*s",
+					 (int)(end - p), p);
+				log_upstream_error(ib, "ID", text);
+			}
+			r = imap_reader_give_back(&rd);
+			break;
+		}
+	}
+	imap_reader_free(&rd);
+	ib->id_tag[0] = '\0';
+	return r;
 }
 
 static int connect_upstream(struct imap_backend *ib, struct backend_error *err)
@@ -270,7 +296,7 @@ static int connect_upstream(struct imap_backend *ib, struct backend_error *err)
 		return -1;
 	if (!have_capabilities(ib) && refresh_capabilities(ib, err) < 0)
 		return -1;
-	return send_client_id(ib, err);
+	return queue_client_id(ib, err);
 }
 
 /* --- login -------------------------------------------------------------- */
@@ -342,6 +368,10 @@ static int authenticate_plain(struct imap_backend *ib, const char *user,
 	}
 	if (mailstream_flush(imap->imap_stream) < 0)
 		goto out;
+	r = client_id_answer(ib);
+	if (r != MAILIMAP_NO_ERROR)
+		goto out;
+	r = MAILIMAP_ERROR_STREAM;
 	line = mailimap_read_line(imap);
 	if (line == NULL)
 		goto out;
@@ -418,6 +448,14 @@ static int try_login(struct imap_backend *ib, const char *user,
 		return authenticate_plain(ib, user, pass, sasl_ir);
 	}
 	forget_capabilities(ib);
+	/* libetpan's LOGIN reads its answer itself: ID's must go first. */
+	if (ib->id_tag[0] != '\0') {
+		int r = mailstream_flush(ib->imap->imap_stream) < 0 ?
+			MAILIMAP_ERROR_STREAM : client_id_answer(ib);
+
+		if (r != MAILIMAP_NO_ERROR)
+			return r;
+	}
 	return mailimap_login(ib->imap, user, pass);
 }
 

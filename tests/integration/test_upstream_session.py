@@ -50,6 +50,42 @@ def test_forward_client_ip_in_imap_id(fake, make_popgate, forward):
         assert not any(b"x-originating" in l.lower() for l in ids)
 
 
+@pytest.mark.parametrize("caps", [b"IMAP4rev1 UIDPLUS ID AUTH=PLAIN SASL-IR",
+                                  b"IMAP4rev1 UIDPLUS ID AUTH=PLAIN",
+                                  b"IMAP4rev1 UIDPLUS ID"])
+def test_client_id_goes_with_the_login(make_popgate, caps):
+    """The ID forwarding the client's address costs no round trip: it goes
+    out in one write with AUTHENTICATE (with or without an initial
+    response), whose answer is read after ID's.  Before LOGIN, which
+    libetpan sends and reads itself, it still waits for ID's answer."""
+    fake = FakeIMAP([MSG], capabilities=caps, id_waits=True).start()
+    try:
+        pg = make_popgate({"upstream": {"forward_client_ip": True}},
+                          upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            c.ok("QUIT")
+        assert fake.id_pipelined == [b"AUTH=PLAIN" in caps], fake.commands
+        assert sent(fake, rb"^\S+ ID ")
+    finally:
+        fake.stop()
+
+
+def test_client_id_refused_login_goes_on(make_popgate):
+    """A server that answers ID with BAD: logged, and the login goes on."""
+    fake = FakeIMAP([MSG], capabilities=b"IMAP4rev1 ID AUTH=PLAIN SASL-IR",
+                    id_answer=b"BAD not here").start()
+    try:
+        pg = make_popgate({"upstream": {"forward_client_ip": True}},
+                          upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            c.ok("QUIT")
+        assert [l for l in pg.log_lines("upstream_error") if "op=ID" in l]
+    finally:
+        fake.stop()
+
+
 def test_keepalive_while_client_idles(fake, make_popgate):
     """upstream.keepalive: NOOPs go upstream while the POP3 client idles."""
     pg = make_popgate({"upstream": {"keepalive": "1s"}},

@@ -1,7 +1,8 @@
 """A scripted IMAP server for fault-injection tests (real Dovecot does the
 rest).
 
-It serves one INBOX well enough for popgate (CAPABILITY, LOGIN, SELECT,
+It serves one INBOX well enough for popgate (CAPABILITY, LOGIN,
+AUTHENTICATE PLAIN with or without an initial response, SELECT,
 UID FETCH of UID/RFC822.SIZE/FLAGS, of BODY.PEEK[] and of
 BODY.PEEK[]<offset.length>, NOOP, UID STORE, SEARCH DELETED, EXPUNGE, UID
 EXPUNGE when UIDPLUS is offered, LOGOUT) and, once, misbehaves in the
@@ -29,10 +30,13 @@ where it says "after the body"):
   no       answer the FETCH with a tagged NO (after the body)
 """
 
+import base64
 import re
+import select
 import socket
 import socketserver
 import threading
+import time
 
 FAULTS = ("cut", "short", "shortcut", "byecut", "noisecut", "drop", "long", "huge", "garbage", "stall", "bye", "no")
 FAULT_SIZE = 1 << 20
@@ -42,12 +46,18 @@ STALL_SECONDS = 30
 class FakeIMAP:
     def __init__(self, messages, user="fake", password="fakepw", fault=None,
                  capabilities=b"IMAP4rev1 UIDPLUS ID", deleted=(),
-                 size_error=0, login_refusal=None, change_after_fault=False):
+                 size_error=0, login_refusal=None, change_after_fault=False,
+                 id_waits=False, id_answer=b"OK done"):
         self.messages = list(messages)  # message i has UID i + 1
         # After the fault, one octet 700 before where it cut is changed, as
         # if the message were no longer the same (which IMAP forbids): what
         # a resumed answer must not be spliced onto.
         self.change_after_fault = change_after_fault
+        # Before answering ID, wait (up to 2 s) for the next command, and
+        # note in id_pipelined whether it came without that answer.
+        self.id_waits = id_waits
+        self.id_pipelined = []
+        self.id_answer = id_answer  # the tagged answer to ID
         # Added to every RFC822.SIZE, as a server that estimates sizes
         # (Exchange by default) would.
         self.size_error = size_error
@@ -151,13 +161,16 @@ class Session:
                 self.send(b"* CAPABILITY %s\r\n%s OK done\r\n" % (caps, tag))
             elif cmd == b"LOGIN":
                 args = re.findall(rb'"((?:[^"\\]|\\.)*)"|(\S+)', line)[2:]
-                vals = [a or b for a, b in args]
-                if self.fake.login_refusal is not None:
-                    self.send(b"%s %s\r\n" % (tag, self.fake.login_refusal))
-                elif vals == [self.fake.user.encode(), self.fake.password.encode()]:
-                    self.send(b"%s OK logged in\r\n" % tag)
+                self.login(tag, [a or b for a, b in args])
+            elif cmd == b"AUTHENTICATE":
+                words = line.split()
+                if len(words) > 3:
+                    response = words[3]
                 else:
-                    self.send(b"%s NO [AUTHENTICATIONFAILED] no\r\n" % tag)
+                    self.send(b"+ \r\n")
+                    response = self.rfile.readline(65536).strip()
+                creds = base64.b64decode(response).split(b"\0")
+                self.login(tag, creds[1:])
             elif cmd in (b"SELECT", b"EXAMINE"):
                 n = len(self.fake.live)
                 self.send(b"* %d EXISTS\r\n* 0 RECENT\r\n"
@@ -182,12 +195,40 @@ class Session:
             elif cmd == b"SEARCH":
                 self.search(tag, line, uid_cmd)
             elif cmd == b"ID":
-                self.send(b'* ID ("name" "fakeimap")\r\n%s OK done\r\n' % tag)
+                if self.fake.id_waits:
+                    self.fake.id_pipelined.append(self.next_command_within(2))
+                self.send(b'* ID ("name" "fakeimap")\r\n%s %s\r\n'
+                          % (tag, self.fake.id_answer))
             elif cmd == b"LOGOUT":
                 self.send(b"* BYE bye\r\n%s OK done\r\n" % tag)
                 return
             else:  # NOOP, ID, ENABLE...
                 self.send(b"%s OK done\r\n" % tag)
+
+    def next_command_within(self, seconds):
+        """Whether more input arrives within SECONDS, buffered or not,
+        without taking it."""
+        deadline = time.monotonic() + seconds
+        self.sock.settimeout(0.0)  # a peek then reads nothing but the buffer
+        try:
+            while True:
+                if self.rfile.peek(1):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                select.select([self.sock], [], [], left)
+        finally:
+            self.sock.settimeout(STALL_SECONDS)
+
+    def login(self, tag, credentials):
+        if self.fake.login_refusal is not None:
+            self.send(b"%s %s\r\n" % (tag, self.fake.login_refusal))
+        elif credentials == [self.fake.user.encode(),
+                             self.fake.password.encode()]:
+            self.send(b"%s OK logged in\r\n" % tag)
+        else:
+            self.send(b"%s NO [AUTHENTICATIONFAILED] no\r\n" % tag)
 
     def uids(self, spec):
         """The live UIDs in a UID set such as 1:*, 3 or 2,5:7."""
