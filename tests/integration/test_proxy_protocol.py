@@ -204,3 +204,25 @@ def test_behind_haproxy(user, make_popgate, haproxy, option):
     # Its readiness probe may have reached popgate as a session too.
     mine = "ip=127.0.0.1 port=%d proxy_ip=127.0.0.1 " % client_port
     assert [l for l in pg.log_lines("connect") if mine in l], pg.log()
+
+
+def test_client_reaches_dovecot(user, sandbox, make_popgate):
+    """End to end: the client the balancer's header names goes upstream in
+    IMAP ID, sent with the login, and Dovecot (which trusts popgate's
+    address) logs the login as that client's."""
+    user.fill(five())
+    pg = make_popgate({"upstream": {"forward_client_ip": True},
+                       "listen": [{"address": "127.0.0.1", "port": 0,
+                                   "proxy_protocol": True}]})
+    with proxied(pg.host, pg.port, v1_header(42000)) as c:
+        c.login(user.name, user.password)
+        c.ok("QUIT")
+    pattern = re.compile(r"imap-login: Info: Login: user=<%s>[^\n]*rip=%s[,\s]"
+                         % (re.escape(user.name), re.escape(CLIENT)))
+    deadline = time.monotonic() + 10
+    while True:
+        with open(sandbox.log_path, errors="replace") as f:
+            if pattern.search(f.read()):
+                break
+        assert time.monotonic() < deadline, sandbox.log_tail()
+        time.sleep(0.05)
