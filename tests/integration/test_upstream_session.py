@@ -50,6 +50,21 @@ def test_forward_client_ip_in_imap_id(fake, make_popgate, forward):
         assert not any(b"x-originating" in l.lower() for l in ids)
 
 
+def forwarded_login(make_popgate, **fake_options):
+    """A login and QUIT with forward_client_ip through a scripted server
+    made with FAKE_OPTIONS; returns that server, stopped, and popgate."""
+    fake = FakeIMAP([MSG], **fake_options).start()
+    try:
+        pg = make_popgate({"upstream": {"forward_client_ip": True}},
+                          upstream_port=fake.port)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.login(fake.user, fake.password)
+            c.ok("QUIT")
+    finally:
+        fake.stop()
+    return fake, pg
+
+
 @pytest.mark.parametrize("caps", [b"IMAP4rev1 UIDPLUS ID AUTH=PLAIN SASL-IR",
                                   b"IMAP4rev1 UIDPLUS ID AUTH=PLAIN",
                                   b"IMAP4rev1 UIDPLUS ID"])
@@ -58,32 +73,18 @@ def test_client_id_goes_with_the_login(make_popgate, caps):
     out in one write with AUTHENTICATE (with or without an initial
     response), whose answer is read after ID's.  Before LOGIN, which
     libetpan sends and reads itself, it still waits for ID's answer."""
-    fake = FakeIMAP([MSG], capabilities=caps, id_waits=True).start()
-    try:
-        pg = make_popgate({"upstream": {"forward_client_ip": True}},
-                          upstream_port=fake.port)
-        with RawPOP3(pg.host, pg.port) as c:
-            c.login(fake.user, fake.password)
-            c.ok("QUIT")
-        assert fake.id_pipelined == [b"AUTH=PLAIN" in caps], fake.commands
-        assert sent(fake, rb"^\S+ ID ")
-    finally:
-        fake.stop()
+    fake, _ = forwarded_login(make_popgate, capabilities=caps, id_waits=True)
+    assert fake.id_pipelined == [b"AUTH=PLAIN" in caps], fake.commands
+    assert sent(fake, rb"^\S+ ID ")
 
 
 def test_client_id_refused_login_goes_on(make_popgate):
     """A server that answers ID with BAD: logged, and the login goes on."""
-    fake = FakeIMAP([MSG], capabilities=b"IMAP4rev1 ID AUTH=PLAIN SASL-IR",
-                    id_answer=b"BAD not here").start()
-    try:
-        pg = make_popgate({"upstream": {"forward_client_ip": True}},
-                          upstream_port=fake.port)
-        with RawPOP3(pg.host, pg.port) as c:
-            c.login(fake.user, fake.password)
-            c.ok("QUIT")
-        assert [l for l in pg.log_lines("upstream_error") if "op=ID" in l]
-    finally:
-        fake.stop()
+    _, pg = forwarded_login(make_popgate,
+                            capabilities=b"IMAP4rev1 ID AUTH=PLAIN SASL-IR",
+                            id_answer=b"BAD not here")
+    assert [l for l in pg.log_lines("upstream_error") if "op=ID" in l]
+    assert [l for l in pg.log_lines() if " event=login " in l]
 
 
 def test_keepalive_while_client_idles(fake, make_popgate):
