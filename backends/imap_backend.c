@@ -47,6 +47,29 @@ void drop_connection(struct imap_backend *ib)
 	ib->id_tag[0] = '\0';
 }
 
+bool imap_quote(const char *s, char *buf, size_t size)
+{
+	size_t o = 0;
+
+	if (size < 3)
+		return false;
+	buf[o++] = '"';
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		bool escape = c == '"' || c == '\\';
+
+		/* Room for it, the closing quote and the NUL. */
+		if (c < 0x20 || c > 0x7e || o + escape + 3 > size)
+			return false;
+		if (escape)
+			buf[o++] = '\\';
+		buf[o++] = (char)c;
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return true;
+}
+
 /* libetpan codes after which the session is unusable. */
 bool is_session_error(int r)
 {

@@ -59,6 +59,11 @@ struct imap_backend {
 const char *folder_name(const struct imap_backend *ib);
 const char *folder_imap_name(const struct imap_backend *ib);
 
+/* S as an IMAP quoted string, escapes included, NUL-terminated in BUF of
+ * SIZE octets.  False when it does not fit or S holds what a quoted string
+ * cannot (8-bit octets, controls): a literal's job. */
+bool imap_quote(const char *s, char *buf, size_t size);
+
 /* Close without LOGOUT and forget the login; a no-op while disconnected.
  * Afterwards ib->imap is NULL and the next login() reconnects. */
 void drop_connection(struct imap_backend *ib);

@@ -248,32 +248,20 @@ static int listing_tagged(struct listing *ls, int *state, const char *p,
  */
 static bool encode_folder(const char *folder, char *buf, size_t size)
 {
-	size_t len = strlen(folder), o = 0;
+	size_t len = strlen(folder);
 	bool atom = len > 0;
 
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)folder[i];
 
-		if (c < 0x20 || c > 0x7e)
-			return false;
-		if (strchr("(){ %*\"\\]", c) != NULL)
+		if (c < 0x20 || c > 0x7e || strchr("(){ %*\"\\]", c) != NULL)
 			atom = false;
 	}
 	if (atom && len < size) {
 		memcpy(buf, folder, len + 1);
 		return true;
 	}
-	buf[o++] = '"';
-	for (size_t i = 0; i < len; i++) {
-		if (o + 4 > size)
-			return false;
-		if (folder[i] == '"' || folder[i] == '\\')
-			buf[o++] = '\\';
-		buf[o++] = folder[i];
-	}
-	buf[o++] = '"';
-	buf[o] = '\0';
-	return true;
+	return imap_quote(folder, buf, size);
 }
 
 /* The server answered SELECT with NO or BAD, saying TEXT: fail with

@@ -4,6 +4,7 @@
  * forwards the client's address; and doing it again when the connection
  * is lost in the middle of a session.
  */
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,19 +133,6 @@ static bool write_text(mailstream *stream, const char *s)
 	return mailstream_write(stream, s, strlen(s)) >= 0;
 }
 
-/* Whether S can go in an IMAP quoted string as it is (a numeric host and
- * port always can). */
-static bool quotable(const char *s)
-{
-	return strpbrk(s, "\"\\\r\n") == NULL;
-}
-
-static bool write_quoted(mailstream *stream, const char *s)
-{
-	return write_text(stream, "\"") && write_text(stream, s) &&
-		write_text(stream, "\"");
-}
-
 /*
  * RFC 2971 ID so the upstream applies per-IP policy to the real client.
  * It is only written here, not sent: it goes out in one write with the
@@ -156,19 +144,21 @@ static bool write_quoted(mailstream *stream, const char *s)
 static int queue_client_id(struct imap_backend *ib, struct backend_error *err)
 {
 	mailstream *stream = ib->imap->imap_stream;
-	char port[16];
+	char ip[NI_MAXHOST + 8], port[16];
 
 	if (!ib->set->forward_client_ip || ib->origin == NULL ||
 	    ib->origin->ip == NULL)
 		return 0;
-	if (!mailimap_has_id(ib->imap) || !quotable(ib->origin->ip))
+	/* A numeric host always quotes. */
+	if (!mailimap_has_id(ib->imap) ||
+	    !imap_quote(ib->origin->ip, ip, sizeof(ip)))
 		return 0;
-	snprintf(port, sizeof(port), "%u", ib->origin->port);
+	snprintf(port, sizeof(port), "\"%u\"", ib->origin->port);
 	if (mailimap_send_current_tag(ib->imap) != MAILIMAP_NO_ERROR ||
 	    !write_text(stream, "ID (\"x-originating-ip\" ") ||
-	    !write_quoted(stream, ib->origin->ip) ||
+	    !write_text(stream, ip) ||
 	    !write_text(stream, " \"x-originating-port\" ") ||
-	    !write_quoted(stream, port) || !write_text(stream, ")\r\n"))
+	    !write_text(stream, port) || !write_text(stream, ")\r\n"))
 		return session_failed(ib, "ID", MAILIMAP_ERROR_STREAM,
 				      BACKEND_TEMP, err);
 	snprintf(ib->id_tag, sizeof(ib->id_tag), "%d", ib->imap->imap_tag);

@@ -1,6 +1,7 @@
 /*
  * test_imap_mailbox.c - folder names from UTF-8 to modified UTF-7
- * (RFC 3501, 5.1.3; the examples are the RFC's and Dovecot's output).
+ * (RFC 3501, 5.1.3; the examples are the RFC's and Dovecot's output),
+ * and strings as IMAP quoted strings (folder names, ID values).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "imap_internal.h"
 #include "imap_mailbox.h"
 
 static void assert_encodes(const char *name, const char *expected)
@@ -70,6 +72,27 @@ static void test_not_utf8_is_refused(void **state)
 	}
 }
 
+static void test_quoted_strings(void **state)
+{
+	char buf[16];
+
+	(void)state;
+	assert_true(imap_quote("Entw&APw-rfe", buf, sizeof(buf)));
+	assert_string_equal(buf, "\"Entw&APw-rfe\"");
+	assert_true(imap_quote("a\"b\\c", buf, sizeof(buf)));
+	assert_string_equal(buf, "\"a\\\"b\\\\c\"");
+	assert_true(imap_quote("", buf, sizeof(buf)));
+	assert_string_equal(buf, "\"\"");
+	assert_true(imap_quote("2001:db8::7", buf, sizeof(buf)));
+	assert_string_equal(buf, "\"2001:db8::7\"");
+	/* What only a literal can carry. */
+	assert_false(imap_quote("a\r\nb", buf, sizeof(buf)));
+	assert_false(imap_quote("caf\xc3\xa9", buf, sizeof(buf)));
+	/* Too long for the buffer, quotes and NUL included. */
+	assert_false(imap_quote("0123456789abcd", buf, sizeof(buf)));
+	assert_true(imap_quote("0123456789abc", buf, sizeof(buf)));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -77,6 +100,7 @@ int main(void)
 		cmocka_unit_test(test_ampersand_is_escaped),
 		cmocka_unit_test(test_non_ascii_in_base64_runs),
 		cmocka_unit_test(test_not_utf8_is_refused),
+		cmocka_unit_test(test_quoted_strings),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
