@@ -26,6 +26,19 @@ def kick(sandbox, user):
         time.sleep(0.05)
 
 
+def refused_after_kick(sandbox, user, c, reason):
+    """Kick the session's upstream connection: the next RETR fails with
+    [SYS/TEMP] saying REASON, and so does the QUIT, whose answer is
+    returned."""
+    kick(sandbox, user)
+    resp = c.cmd("RETR 2")
+    assert resp.startswith(b"-ERR [SYS/TEMP]"), resp
+    assert reason in resp, resp
+    resp = c.cmd("QUIT")
+    assert resp.startswith(b"-ERR [SYS/TEMP]"), resp
+    return resp
+
+
 def bigger():
     """Five messages above the read-ahead's 64 KiB, so that every RETR
     goes upstream."""
@@ -145,12 +158,7 @@ def test_folder_reset_is_not_resumed(sandbox, user, make_popgate):
         old = int(data[0].split(b"UIDVALIDITY ")[1].rstrip(b")"))
         sandbox.doveadm("mailbox", "update", "-u", user.name,
                         "--uid-validity", str(old + 1000), "INBOX")
-        kick(sandbox, user)
-        resp = c.cmd("RETR 2")
-        assert resp.startswith(b"-ERR [SYS/TEMP]"), resp
-        assert b"reset" in resp
-        resp = c.cmd("QUIT")
-        assert resp.startswith(b"-ERR [SYS/TEMP]"), resp
+        resp = refused_after_kick(sandbox, user, c, b"reset")
         assert b"nothing was changed" in resp
     assert sorted(uid for uid, _, _ in user.messages()) == uids
     assert pg.log_lines("upstream_resume_refused"), pg.log()[-3000:]
@@ -168,11 +176,7 @@ def test_folder_gone_is_not_resumed(sandbox, user, make_popgate):
     with session(pg, user) as c:
         c.ok("DELE 1")
         sandbox.doveadm("mailbox", "delete", "-u", user.name, "Archive")
-        kick(sandbox, user)
-        resp = c.cmd("RETR 2")
-        assert resp.startswith(b"-ERR [SYS/TEMP]"), resp
-        assert b"cannot be opened again" in resp
-        assert c.cmd("QUIT").startswith(b"-ERR [SYS/TEMP]")
+        refused_after_kick(sandbox, user, c, b"cannot be opened again")
     assert sorted(uid for uid, _, _ in user.messages()) == inbox
     assert re.search(r"event=upstream_error .*op=SELECT folder=Archive",
                      pg.log()), pg.log()[-3000:]
@@ -193,11 +197,7 @@ def test_password_changed_is_not_resumed(sandbox, user, make_popgate):
         while old_password_works(sandbox, user):
             assert time.monotonic() < deadline, "password never changed"
             time.sleep(0.1)
-        kick(sandbox, user)
-        resp = c.cmd("RETR 2")
-        assert resp.startswith(b"-ERR [SYS/TEMP]"), resp
-        assert b"refused the login again" in resp
-        assert c.cmd("QUIT").startswith(b"-ERR [SYS/TEMP]")
+        refused_after_kick(sandbox, user, c, b"refused the login again")
     assert sorted(uid for uid, _, _ in user.messages()) == uids
 
 
