@@ -30,6 +30,7 @@
 #include "imap_transport.h"
 #include "log.h"
 #include "monotime.h"
+#include "store_holder.h"
 #include "tls.h"
 #include "uidstore_sqlite.h"
 
@@ -45,6 +46,8 @@
 /* With sessions_per_process > 1, a process left without a client this
  * long exits, so the processes of a burst do not linger. */
 #define REUSE_IDLE_MS 10000
+/* The store holder closes the store (a checkpoint) within this. */
+#define STORE_HOLDER_STOP_MS 10000
 
 struct listen_socket {
 	int fd;
@@ -70,6 +73,7 @@ struct daemon {
 	 */
 	int accepting_pipe[2];
 	int idle_pipe[2];
+	pid_t store_holder;  /* store_holder.h; -1: none running */
 	bool killing;  /* the stop has sent SIGKILL: such a death is no crash */
 };
 
@@ -486,6 +490,53 @@ static void read_idle_notes(struct daemon *d)
 	}
 }
 
+/*
+ * Fork the process that holds the store open (store_holder.h).  Without
+ * it sessions still work, so a failure is only logged.
+ */
+static void start_store_holder(struct daemon *d)
+{
+	pid_t master = getpid(), pid;
+	sigset_t all, orig;
+
+	if (d->cfg->upstream.uid_store == NULL)
+		return;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &orig);
+	pid = fork();
+	if (pid == 0) {
+		close_listeners(d);
+		close_pipe(d->accepting_pipe);
+		close_pipe(d->idle_pipe);
+		close(signal_pipe[0]);
+		close(signal_pipe[1]);
+		store_holder_run(d->cfg->upstream.uid_store, master);
+	}
+	sigprocmask(SIG_SETMASK, &orig, NULL);
+	if (pid < 0) {
+		log_warn("event=store_holder_failed error=\"%s\"",
+			 strerror(errno));
+		return;
+	}
+	d->store_holder = pid;
+}
+
+/* The holder has exited: note it, and why if it was not asked to. */
+static void store_holder_exited(struct daemon *d, int status, bool asked)
+{
+	d->store_holder = -1;
+	if (asked && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return;
+	if (WIFSIGNALED(status))
+		log_warn("event=store_holder_exited signal=%d msg=\"logins "
+			 "open the store alone until a reload\"",
+			 WTERMSIG(status));
+	else
+		log_warn("event=store_holder_exited status=%d msg=\"logins "
+			 "open the store alone until a reload\"",
+			 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
 static void forget_child(struct daemon *d, pid_t pid)
 {
 	struct child *c = child_table_find(&d->children, pid);
@@ -502,6 +553,10 @@ static void reap_children(struct daemon *d)
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (pid == d->store_holder) {
+			store_holder_exited(d, status, false);
+			continue;
+		}
 		forget_child(d, pid);
 		if (WIFSIGNALED(status) && d->killing &&
 		    WTERMSIG(status) == SIGKILL)
@@ -541,6 +596,35 @@ static void wait_children(struct daemon *d, uint64_t deadline,
 			drain_signal_pipe();
 		reap_children(d);
 	}
+}
+
+/* After the last session: the holder closes the store and exits. */
+static void stop_store_holder(struct daemon *d)
+{
+	uint64_t deadline = monotime_ms() + STORE_HOLDER_STOP_MS;
+	pid_t pid = d->store_holder;
+	int status = 0;
+
+	if (pid < 0)
+		return;
+	kill(pid, SIGTERM);
+	for (;;) {
+		struct pollfd pfd = { .fd = signal_pipe[0], .events = POLLIN };
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		uint64_t left = monotime_left_ms(deadline);
+
+		if (r != 0)
+			break;
+		if (left == 0) {
+			kill(pid, SIGKILL);
+			(void)waitpid(pid, &status, 0);
+			break;
+		}
+		/* SIGCHLD wakes the poll; the bound covers a lost one. */
+		if (poll(&pfd, 1, left > 100 ? 100 : (int)left) > 0)
+			drain_signal_pipe();
+	}
+	store_holder_exited(d, status, true);
 }
 
 static void signal_children(struct daemon *d, int sig)
@@ -649,11 +733,13 @@ static int serve(struct daemon *d)
 			continue;
 		if (pfds[0].revents != 0)
 			drain_signal_pipe();
+		reap_children(d);
 		if (reload_requested) {
 			reload_requested = 0;
 			reload_tls(d);
+			if (d->store_holder < 0)
+				start_store_holder(d);
 		}
-		reap_children(d);
 		if (pfds[n_fds - 1].revents != 0)
 			read_idle_notes(d);
 		/* A note read just now may have left a listener to a
@@ -684,6 +770,7 @@ int daemon_run(const struct pg_config *cfg)
 {
 	struct daemon d = {
 		.cfg = cfg, .accepting_pipe = { -1, -1 }, .idle_pipe = { -1, -1 },
+		.store_holder = -1,
 	};
 	int ret = POPGATE_EXIT_STARTUP;
 	char err[512];
@@ -759,9 +846,11 @@ int daemon_run(const struct pg_config *cfg)
 			 "UIDs: a UIDVALIDITY change will make clients fetch "
 			 "everything again\"");
 
+	start_store_holder(&d);
 	if (serve(&d) == 0)
 		ret = POPGATE_EXIT_OK;
 	stop(&d);
+	stop_store_holder(&d);
 	log_info("event=stopped");
 out:
 	close_listeners(&d);

@@ -484,6 +484,105 @@ def test_store_in_a_missing_directory_fails_the_check(sandbox, tmp_path):
     assert "store.path: directory" in err
 
 
+# --- the process that holds the store open --------------------------------
+
+def store_holder(pg):
+    """The pid of the store holder, from the line it logs once it holds
+    the store."""
+    m = pg.wait_log(r"event=store_holder_started pid=(\d+)")
+    assert m, pg.log()
+    pid = int(m.group(1))
+    with open("/proc/%d/comm" % pid) as fh:
+        assert fh.read().strip() == "popgate-store"
+    return pid
+
+
+def open_files(pid):
+    out = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out.add(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            pass
+    return out
+
+
+def wait_gone(pid, timeout=10.0):
+    """True once PID has exited (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/stat" % pid) as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_store_holder_keeps_the_store_open(user, make_popgate):
+    """A process of popgate's holds the store open, so that no session's
+    connection is SQLite's last: a session that recorded ids leaves them in
+    the -wal (the last close would have moved them into the store and
+    emptied it).  When popgate stops, the holder closes last and the -wal
+    is empty, everything in the store."""
+    user.fill([simple(1), simple(2)])
+    pg = make_popgate()
+    path = pg.config["store"]["path"]
+    holder = store_holder(pg)
+    assert holder in descendants(pg.proc.pid)
+    assert {path, path + "-shm"} <= open_files(holder)
+    c = session(pg, user)
+    ids = uidl(c)
+    c.ok("QUIT")
+    assert os.path.getsize(path + "-wal") > 0
+    assert pg.stop() == 0
+    assert wait_gone(holder)
+    assert os.path.getsize(path + "-wal") == 0
+    assert store_rows(path) == 2
+    assert "store_holder_exited" not in pg.log()
+    pg.start()
+    c = session(pg, user)
+    assert uidl(c) == ids
+    c.ok("QUIT")
+
+
+def test_store_holder_lost_and_started_again(user, make_popgate):
+    """Sessions work on without the holder; the master says so, and a
+    reload (SIGHUP) starts a new one."""
+    user.fill([simple(1)])
+    pg = make_popgate()
+    holder = store_holder(pg)
+    os.kill(holder, signal.SIGKILL)
+    assert pg.wait_log(r"event=store_holder_exited signal=9 ")
+    c = session(pg, user)
+    ids = uidl(c)
+    c.ok("QUIT")
+    pg.signal(signal.SIGHUP)
+    m = pg.wait_log(r"event=store_holder_started pid=(?!%d\b)(\d+)" % holder)
+    assert m, pg.log()
+    assert int(m.group(1)) in descendants(pg.proc.pid)
+    c = session(pg, user)
+    assert uidl(c) == ids
+    c.ok("QUIT")
+
+
+def test_store_holder_goes_with_a_killed_master(user, make_popgate):
+    """A master killed outright (no stop of its own) takes the holder
+    along, so no process keeps the store behind it."""
+    pg = make_popgate()
+    holder = store_holder(pg)
+    pg.kill()
+    assert wait_gone(holder)
+
+
+def test_no_store_no_holder(make_popgate):
+    pg = make_popgate({"store": None})
+    assert pg.stop() == 0
+    assert "store_holder" not in pg.log()
+
+
 # --- kill -9 while a snapshot is recorded ----------------------------------
 
 def import_many(sandbox, user, messages):

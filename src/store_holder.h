@@ -1,0 +1,27 @@
+/*
+ * store_holder.h - a process that keeps the unique-id store open.
+ *
+ * Session processes open the SQLite store one after another, usually each
+ * alone.  SQLite's first connection to a WAL database truncates the -shm
+ * file and builds the index in it again, and its last one checkpoints and
+ * truncates the -wal and the database file: file-system work on every
+ * login that no login needs.  One process of the daemon's holding a
+ * connection all along makes every session's connection a later one.
+ *
+ * The holder only holds.  Sessions work without it, paying that price.
+ */
+#ifndef POPGATE_STORE_HOLDER_H
+#define POPGATE_STORE_HOLDER_H
+
+#include <sys/types.h>
+
+/*
+ * The body of the holder process, forked by MASTER with every signal
+ * blocked: open the store at PATH, then wait for SIGTERM (which the
+ * master's death also sends), close the store and exit.  Exits 1 when
+ * the store cannot be opened (logged).  Never returns.
+ */
+void store_holder_run(const char *path, pid_t master)
+	__attribute__((noreturn));
+
+#endif
