@@ -578,6 +578,17 @@ struct uidstore *uidstore_sqlite_open(const char *path, const char **error_r)
 	return &s->store;
 }
 
+int uidstore_sqlite_checkpoint(struct uidstore *st, const char **error_r)
+{
+	struct uidstore_sqlite *s = sq(st);
+	int r = sqlite3_wal_checkpoint_v2(s->db, NULL,
+					  SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+
+	if (r == SQLITE_OK || r == SQLITE_BUSY)
+		return 0;
+	return fail(s, "checkpoint", error_r);
+}
+
 static const struct uidstore_ops sqlite_ops = {
 	.begin = sqlite_begin,
 	.commit = sqlite_commit,

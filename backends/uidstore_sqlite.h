@@ -29,4 +29,13 @@ int uidstore_sqlite_init(void);
  */
 struct uidstore *uidstore_sqlite_open(const char *path, const char **error_r);
 
+/*
+ * Copy the changes the -wal holds into the store file, as far as no reader
+ * still needs them, without waiting for anyone (SQLite's PASSIVE
+ * checkpoint).  For the process that holds the store open, so that the
+ * sessions' commits do not find checkpoints to do.  0 (also when another
+ * checkpoint is running), or -1 with *error_r set.
+ */
+int uidstore_sqlite_checkpoint(struct uidstore *st, const char **error_r);
+
 #endif

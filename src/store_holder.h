@@ -8,7 +8,9 @@
  * login that no login needs.  One process of the daemon's holding a
  * connection all along makes every session's connection a later one.
  *
- * The holder only holds.  Sessions work without it, paying that price.
+ * It also moves the sessions' changes from the -wal into the store file
+ * once a second, which their commits would otherwise do now and then.
+ * Sessions work without it, paying those prices.
  */
 #ifndef POPGATE_STORE_HOLDER_H
 #define POPGATE_STORE_HOLDER_H
@@ -17,9 +19,9 @@
 
 /*
  * The body of the holder process, forked by MASTER with every signal
- * blocked: open the store at PATH, then wait for SIGTERM (which the
- * master's death also sends), close the store and exit.  Exits 1 when
- * the store cannot be opened (logged).  Never returns.
+ * blocked: open the store at PATH, checkpoint it every second until
+ * SIGTERM (which the master's death also sends), close it and exit.
+ * Exits 1 when the store cannot be opened (logged).  Never returns.
  */
 void store_holder_run(const char *path, pid_t master)
 	__attribute__((noreturn));

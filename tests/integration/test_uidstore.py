@@ -521,12 +521,25 @@ def wait_gone(pid, timeout=10.0):
     return False
 
 
+def records_in_file(path):
+    """Records in the store file alone, without its -wal (immutable: SQLite
+    reads that one file and nothing else)."""
+    db = sqlite3.connect("file:%s?immutable=1" % path, uri=True)
+    try:
+        return db.execute("SELECT count(*) FROM record").fetchone()[0]
+    except sqlite3.OperationalError:  # not even the schema there yet
+        return 0
+    finally:
+        db.close()
+
+
 def test_store_holder_keeps_the_store_open(user, make_popgate):
     """A process of popgate's holds the store open, so that no session's
     connection is SQLite's last: a session that recorded ids leaves them in
     the -wal (the last close would have moved them into the store and
-    emptied it).  When popgate stops, the holder closes last and the -wal
-    is empty, everything in the store."""
+    emptied it), and the holder's checkpoint, once a second, moves them
+    into the store file.  When popgate stops, the holder closes last and
+    the -wal is empty, everything in the store."""
     user.fill([simple(1), simple(2)])
     pg = make_popgate()
     path = pg.config["store"]["path"]
@@ -537,6 +550,10 @@ def test_store_holder_keeps_the_store_open(user, make_popgate):
     ids = uidl(c)
     c.ok("QUIT")
     assert os.path.getsize(path + "-wal") > 0
+    deadline = time.monotonic() + 10
+    while records_in_file(path) != 2:
+        assert time.monotonic() < deadline, records_in_file(path)
+        time.sleep(0.05)
     assert pg.stop() == 0
     assert wait_gone(holder)
     assert os.path.getsize(path + "-wal") == 0

@@ -247,6 +247,68 @@ static void test_wal_kept_empty_after_close(void **state)
 	folder_free(&f);
 }
 
+/* Records in the store file alone, as a copy of it without its -wal
+ * would have them (immutable: SQLite reads that one file and nothing
+ * else). */
+static int records_in_file(const char *path)
+{
+	char uri[400];
+	sqlite3 *db;
+	sqlite3_stmt *q;
+	int n = -1;
+
+	snprintf(uri, sizeof(uri), "file:%s?immutable=1", path);
+	assert_int_equal(sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY |
+					 SQLITE_OPEN_URI, NULL), SQLITE_OK);
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM record", -1, &q,
+			       NULL) != SQLITE_OK)
+		n = 0;  /* not even the schema yet */
+	else {
+		if (sqlite3_step(q) == SQLITE_ROW)
+			n = sqlite3_column_int(q, 0);
+		sqlite3_finalize(q);
+	}
+	sqlite3_close(db);
+	return n;
+}
+
+/*
+ * With another connection open all along (the daemon's store holder), a
+ * login is not the last to close and leaves its pages in the -wal; the
+ * holder's checkpoint moves them into the store file, with the login's
+ * connection gone or a reader's still open.
+ */
+static void test_checkpoint_of_the_holder(void **state)
+{
+	struct fixture *fx = *state;
+	const char *err = NULL;
+	struct uidstore *holder = uidstore_sqlite_open(fx->path, &err);
+	struct folder f;
+	struct mail_entry m[200], again[200];
+	struct stat wal;
+	char p[320];
+
+	assert_non_null(holder);
+	folder_init(&f, 200, 1, 1, 0);
+	assert_int_equal(login(fx->path, 9, &f, m), 0);
+	snprintf(p, sizeof(p), "%s-wal", fx->path);
+	assert_int_equal(stat(p, &wal), 0);
+	assert_true(wal.st_size > 0);
+	assert_int_equal(records_in_file(fx->path), 0);
+
+	assert_int_equal(uidstore_sqlite_checkpoint(holder, &err), 0);
+	assert_int_equal(records_in_file(fx->path), 200);
+	/* Nothing new: a second checkpoint has nothing to do. */
+	assert_int_equal(uidstore_sqlite_checkpoint(holder, &err), 0);
+	f.calls = 0;
+	assert_int_equal(login(fx->path, 9, &f, again), 0);
+	assert_int_equal(f.calls, 0);
+	for (size_t i = 0; i < 200; i++)
+		assert_int_equal(again[i].uid, m[i].uid);
+	uidstore_close(holder);
+	folder_free(&f);
+}
+
 /* A login without news commits nothing (seen from another connection). */
 static void test_known_login_writes_nothing(void **state)
 {
@@ -509,6 +571,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ids_survive_reopen,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wal_kept_empty_after_close,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint_of_the_holder,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_known_login_writes_nothing,
 						setup, teardown),
