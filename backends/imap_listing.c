@@ -14,11 +14,16 @@
 #include "imap_uid_fetch.h"
 #include "imap_uidmap.h"
 #include "log.h"
+#include "uidstore_sqlite.h"
 
 struct snapshot_ctx {
 	struct mail_entry *msgs;
 	size_t count, alloc;
 	bool oom;
+	/* The unique-id store, opened while the upstream lists (NULL: not
+	 * yet, or store_error says why not). */
+	struct uidstore *store;
+	const char *store_error;
 };
 
 static void snapshot_add(struct snapshot_ctx *sc, uint32_t uid,
@@ -283,6 +288,20 @@ static int select_refused(struct imap_backend *ib, const char *text,
 }
 
 /*
+ * Open the unique-id store if there is one and it is not open yet.  The
+ * listing calls this once its commands are out, so the open costs the
+ * login nothing while the upstream works; a failure waits for
+ * map_unique_ids() to report it.
+ */
+static void open_store(struct imap_backend *ib, struct snapshot_ctx *sc)
+{
+	if (ib->set->uid_store != NULL && sc->store == NULL &&
+	    sc->store_error == NULL)
+		sc->store = uidstore_sqlite_open(ib->set->uid_store,
+						 &sc->store_error);
+}
+
+/*
  * SELECT and UID FETCH 1:* (UID RFC822.SIZE) in one write, both responses
  * read to their tagged end.  Returns a libetpan code for the stream
  * (session errors) and leaves the commands' outcomes in LS; on success the
@@ -305,6 +324,7 @@ static int listing_run(struct imap_backend *ib, struct listing *ls,
 	if (mailstream_write(imap->imap_stream, command, (size_t)len) < 0 ||
 	    mailstream_flush(imap->imap_stream) < 0)
 		return MAILIMAP_ERROR_STREAM;
+	open_store(ib, ls->sc);
 	/* SELECT closes any mailbox selected before, even when it fails. */
 	imap->imap_state = MAILIMAP_STATE_AUTHENTICATED;
 	while (ls->fetch_state < 0) {
@@ -395,23 +415,29 @@ static int select_and_list(struct imap_backend *ib, struct snapshot_ctx *sc,
 
 /* Durable unique-ids instead of bare UIDs; without them, no snapshot: an
  * invented id could make a client delete or skip the wrong message. */
-static int map_unique_ids(struct imap_backend *ib, struct mail_entry *msgs,
-			  size_t n, uint32_t uidvalidity,
-			  struct backend_error *err)
+static int map_unique_ids(struct imap_backend *ib, struct snapshot_ctx *sc,
+			  uint32_t uidvalidity, struct backend_error *err)
 {
 	struct uidstore_key key = { NULL, ib->user, folder_name(ib) };
 	const char *error = NULL;
 	size_t len = strlen(ib->set->host) + sizeof(":4294967295");
-	char *upstream = malloc(len);
+	char *upstream;
 	int imap_error, r;
 
+	open_store(ib, sc);
+	if (sc->store == NULL) {
+		log_upstream_error(ib, "unique-id store", sc->store_error);
+		return backend_fail(err, BACKEND_TEMP,
+				    "unique-id store unavailable");
+	}
 	/* Allocated like the user: a truncated key would share a mapping. */
+	upstream = malloc(len);
 	if (upstream == NULL)
 		return backend_fail(err, BACKEND_TEMP, "out of memory");
 	snprintf(upstream, len, "%s:%u", ib->set->host, ib->set->port);
 	key.upstream = upstream;
-	r = imap_uidmap_snapshot(ib->imap, ib->set->uid_store, &key,
-				 uidvalidity, msgs, n, ib->set->size_mode,
+	r = imap_uidmap_snapshot(ib->imap, sc->store, &key, uidvalidity,
+				 sc->msgs, sc->count, ib->set->size_mode,
 				 ib->set->exact_budget_ms, &imap_error, &error);
 	free(upstream);
 	if (r == 0)
@@ -459,48 +485,62 @@ static int select_and_list_slowly(struct imap_backend *ib,
 	return 0;
 }
 
+/* SC's entries in UID order, each once, with their unique-ids when there
+ * is a store: 0, or -1 with ERR set. */
+static int map_snapshot(struct imap_backend *ib, struct snapshot_ctx *sc,
+			uint32_t uidvalidity, struct backend_error *err)
+{
+	size_t out = 0;
+
+	/* Servers answer 1:* in UID order: sort only when one did not.
+	 * (qsort(NULL, 0, ...) is undefined, hence count > 1.) */
+	if (sc->count > 1 && !entries_sorted(sc->msgs, sc->count))
+		qsort(sc->msgs, sc->count, sizeof(*sc->msgs), cmp_entry_uid);
+	/* A server may repeat a message in one response: keep it once. */
+	for (size_t i = 0; i < sc->count; i++) {
+		if (out > 0 &&
+		    sc->msgs[out - 1].imap_uid == sc->msgs[i].imap_uid)
+			continue;
+		sc->msgs[out++] = sc->msgs[i];
+	}
+	sc->count = out;
+	if (ib->set->uid_store == NULL)
+		return 0;
+	return map_unique_ids(ib, sc, uidvalidity, err);
+}
+
 int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 		  struct backend_error *err)
 {
 	struct imap_backend *ib = (struct imap_backend *)be;
 	struct snapshot_ctx sc = { 0 };
-	size_t out = 0;
 	int r;
 
 	if (ib->imap == NULL || !ib->authenticated)
 		return backend_fail(err, BACKEND_TEMP,
 				    "upstream session is not logged in");
 	r = select_and_list(ib, &sc, &snap->uidvalidity, err);
+	if (r == 0 || (r > 0 && select_and_list_slowly(ib, &sc,
+							&snap->uidvalidity,
+							err) == 0))
+		r = map_snapshot(ib, &sc, snap->uidvalidity, err);
+	else
+		r = -1;
+	/* The mapping is done: an idle session keeps no store open. */
+	uidstore_close(sc.store);
 	if (r < 0) {
 		free(sc.msgs);
 		return -1;
 	}
-	if (r > 0 && select_and_list_slowly(ib, &sc, &snap->uidvalidity,
-					    err) < 0)
-		return -1;
-	/* Servers answer 1:* in UID order: sort only when one did not.
-	 * (qsort(NULL, 0, ...) is undefined, hence count > 1.) */
-	if (sc.count > 1 && !entries_sorted(sc.msgs, sc.count))
-		qsort(sc.msgs, sc.count, sizeof(*sc.msgs), cmp_entry_uid);
-	/* A server may repeat a message in one response: keep it once. */
-	for (size_t i = 0; i < sc.count; i++) {
-		if (out > 0 && sc.msgs[out - 1].imap_uid == sc.msgs[i].imap_uid)
-			continue;
-		sc.msgs[out++] = sc.msgs[i];
-	}
-	if (ib->set->uid_store != NULL &&
-	    map_unique_ids(ib, sc.msgs, out, snap->uidvalidity, err) < 0) {
-		free(sc.msgs);
-		return -1;
-	}
-	snap->count = out;
+	snap->count = sc.count;
 	snap->msgs = sc.msgs;
 	ib->snap_msgs = sc.msgs;
-	ib->snap_count = out;
+	ib->snap_count = sc.count;
 	ib->uidvalidity = snap->uidvalidity;
 	ib->have_snapshot = true;
 	return 0;
 }
+
 
 int imap_reselect(struct imap_backend *ib, struct backend_error *err)
 {

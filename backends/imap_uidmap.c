@@ -3,7 +3,6 @@
  * round trips as the protocol allows.
  */
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +11,6 @@
 #include "imap_uid_fetch.h"
 #include "imap_uidmap.h"
 #include "monotime.h"
-#include "uidstore_sqlite.h"
 
 #define EXACT_RANGE (4u * 1024 * 1024)
 /* A server that keeps sending past the announced size is not believed
@@ -480,7 +478,7 @@ int imap_uidmap_need(void *ctx, struct uidmap_need *items, size_t n,
 	return upstream_sizes(c, items, n, error_r);
 }
 
-int imap_uidmap_snapshot(mailimap *imap, const char *store_path,
+int imap_uidmap_snapshot(mailimap *imap, struct uidstore *st,
 			 const struct uidstore_key *key, uint32_t uidvalidity,
 			 struct mail_entry *msgs, size_t n,
 			 enum uidmap_size_mode mode, uint64_t budget_ms,
@@ -493,22 +491,10 @@ int imap_uidmap_snapshot(mailimap *imap, const char *store_path,
 				     monotime_ms() + budget_ms : 0,
 		.imap_error = MAILIMAP_NO_ERROR,
 	};
-	struct uidstore *st = uidstore_sqlite_open(store_path, error_r);
 	int r;
 
-	*imap_error_r = MAILIMAP_NO_ERROR;
-	if (st == NULL)
-		return -1;
 	r = uidmap_assign(st, key, uidvalidity, msgs, n, imap_uidmap_need,
 			  &ctx, error_r);
 	*imap_error_r = ctx.imap_error;
-	if (r < 0) {
-		/* The message may live in the store, which goes now. */
-		static __thread char copy[320];
-
-		snprintf(copy, sizeof(copy), "%s", *error_r);
-		*error_r = copy;
-	}
-	uidstore_close(st);
 	return r;
 }

@@ -41,14 +41,14 @@ int imap_uidmap_need(void *ctx, struct uidmap_need *items, size_t n,
 
 /*
  * Give the snapshot MSGS[0..N-1] (ascending UID, RFC822.SIZE) of the folder
- * selected in IMAP its unique-ids and served sizes from the store at
- * STORE_PATH, opened and closed here; see uidmap_assign() for MSGS.  Exact
- * sizes are measured for at most BUDGET_MS (0: no limit).  Returns 0, or
- * -1 with *error_r set (a static string, valid until the next call in
- * this thread) and *imap_error_r the libetpan code if the upstream failed
- * (MAILIMAP_NO_ERROR if the store did).
+ * selected in IMAP its unique-ids and served sizes from the open store ST
+ * (the caller's, who closes it as soon as this returns: an idle session
+ * keeps no store); see uidmap_assign() for MSGS.  Exact sizes are measured
+ * for at most BUDGET_MS (0: no limit).  Returns 0, or -1 with *error_r set
+ * (valid while ST is open) and *imap_error_r the libetpan code if the
+ * upstream failed (MAILIMAP_NO_ERROR if the store did).
  */
-int imap_uidmap_snapshot(mailimap *imap, const char *store_path,
+int imap_uidmap_snapshot(mailimap *imap, struct uidstore *st,
 			 const struct uidstore_key *key, uint32_t uidvalidity,
 			 struct mail_entry *msgs, size_t n,
 			 enum uidmap_size_mode mode, uint64_t budget_ms,

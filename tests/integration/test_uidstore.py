@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -592,6 +593,41 @@ def test_store_holder_goes_with_a_killed_master(user, make_popgate):
     holder = store_holder(pg)
     pg.kill()
     assert wait_gone(holder)
+
+
+def test_store_opened_while_the_upstream_lists(make_popgate):
+    """A login opens the store while the upstream answers SELECT and the
+    listing, so the open adds nothing to the time from PASS to +OK: with
+    the answer held back, the session already has the store open."""
+    gate = threading.Event()
+    fake = FakeIMAP([simple(1)], select_gate=gate).start()
+    store_dir = popgate_lib.store_directory()
+    path = os.path.join(store_dir, "uids.db")
+    try:
+        pg = make_popgate({"store": {"path": path}}, upstream_port=fake.port)
+        store_holder(pg)
+        with RawPOP3(pg.host, pg.port) as c:
+            c.ok("USER " + fake.user)
+            c.send(b"PASS " + fake.password.encode() + b"\r\n")
+            assert fake.select_held.wait(10)
+            sessions = [p for p in descendants(pg.proc.pid)
+                        if "popgate-store" not in open("/proc/%d/comm"
+                                                       % p).read()]
+            assert len(sessions) == 1, sessions
+            deadline = time.monotonic() + 5
+            while path not in open_files(sessions[0]):
+                assert time.monotonic() < deadline, open_files(sessions[0])
+                time.sleep(0.01)
+            gate.set()
+            assert c.read_line().startswith(b"+OK"), pg.log()
+            # Closed before +OK: a session keeps no store while it serves.
+            assert path not in open_files(sessions[0])
+            assert len(uidl(c)) == 1
+            c.ok("QUIT")
+    finally:
+        gate.set()
+        fake.stop()
+        shutil.rmtree(store_dir, ignore_errors=True)
 
 
 def test_no_store_no_holder(make_popgate):

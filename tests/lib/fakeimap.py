@@ -47,7 +47,7 @@ class FakeIMAP:
     def __init__(self, messages, user="fake", password="fakepw", fault=None,
                  capabilities=b"IMAP4rev1 UIDPLUS ID", deleted=(),
                  size_error=0, login_refusal=None, change_after_fault=False,
-                 id_waits=False, id_answer=b"OK done"):
+                 id_waits=False, id_answer=b"OK done", select_gate=None):
         self.messages = list(messages)  # message i has UID i + 1
         # After the fault, one octet 700 before where it cut is changed, as
         # if the message were no longer the same (which IMAP forbids): what
@@ -58,6 +58,10 @@ class FakeIMAP:
         self.id_waits = id_waits
         self.id_pipelined = []
         self.id_answer = id_answer  # the tagged answer to ID
+        # A threading.Event: SELECT is answered once it is set (or after
+        # 10 s); select_held is set while an answer waits for it.
+        self.select_gate = select_gate
+        self.select_held = threading.Event()
         # Added to every RFC822.SIZE, as a server that estimates sizes
         # (Exchange by default) would.
         self.size_error = size_error
@@ -172,6 +176,9 @@ class Session:
                 creds = base64.b64decode(response).split(b"\0")
                 self.login(tag, creds[1:])
             elif cmd in (b"SELECT", b"EXAMINE"):
+                if self.fake.select_gate is not None:
+                    self.fake.select_held.set()
+                    self.fake.select_gate.wait(10)
                 n = len(self.fake.live)
                 self.send(b"* %d EXISTS\r\n* 0 RECENT\r\n"
                           b"* OK [UIDVALIDITY 42] ok\r\n"

@@ -194,16 +194,17 @@ static int assign(mailimap *imap, struct mail_entry *m, size_t n,
 	struct uidstore *st;
 	int r, imap_error;
 
-	if (deadline == 0) {
-		/* The way the backend calls it. */
-		r = imap_uidmap_snapshot(imap, rig.store, &key, uidvalidity, m,
-					 n, mode, 0, &imap_error, &err);
-		if (r < 0)
-			print_error("assign: %s (%d)\n", err, imap_error);
-		return r;
-	}
 	st = uidstore_sqlite_open(rig.store, &err);
 	assert_non_null(st);
+	if (deadline == 0) {
+		/* The way the backend calls it. */
+		r = imap_uidmap_snapshot(imap, st, &key, uidvalidity, m, n,
+					 mode, 0, &imap_error, &err);
+		if (r < 0)
+			print_error("assign: %s (%d)\n", err, imap_error);
+		uidstore_close(st);
+		return r;
+	}
 	r = uidmap_assign(st, &key, uidvalidity, m, n, imap_uidmap_need, &ctx,
 			  &err);
 	if (r < 0)
