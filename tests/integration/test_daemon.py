@@ -305,27 +305,6 @@ def process_uids(pid):
     return set()
 
 
-def child_pids(pid):
-    pids = []
-    for task in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/children" % (pid, task)) as f:
-            pids += [int(p) for p in f.read().split()]
-    return pids
-
-
-def session_pids(pid):
-    """The master's children but the one that holds the store open."""
-    pids = []
-    for child in child_pids(pid):
-        try:
-            with open("/proc/%d/comm" % child) as f:
-                if f.read().strip() != "popgate-store":
-                    pids.append(child)
-        except OSError:  # gone meanwhile
-            pass
-    return pids
-
-
 def test_runs_as_configured_user(user, popgate):
     """daemon.user: after binding, the master, every session process and
     the store holder run as that user, with no way back to root."""
@@ -334,7 +313,7 @@ def test_runs_as_configured_user(user, popgate):
     nobody = pwd.getpwnam("nobody").pw_uid
     with RawPOP3(popgate.host, popgate.port) as c:
         c.login(user.name, user.password)
-        sessions = child_pids(popgate.proc.pid)
+        sessions = popgate_lib.child_pids(popgate.proc.pid)
         assert len(sessions) == 2, sessions  # the session and the holder
         for pid in [popgate.proc.pid] + sessions:
             assert process_uids(pid) == {nobody}, pid
@@ -418,7 +397,7 @@ def test_sessions_per_process_serves_users_in_turn(user, make_user,
             assert c.greeting.startswith(b"+OK"), (n, c.greeting)
             c.login(u.name, u.password)
             assert c.cmd("STAT").startswith(b"+OK %d " % count)
-            pids.append(session_pids(pg.proc.pid))
+            pids.append(popgate_lib.session_pids(pg.proc.pid))
             if n == 0:
                 stop_process(pg.proc.pid)
             c.ok("QUIT")
@@ -427,9 +406,10 @@ def test_sessions_per_process_serves_users_in_turn(user, make_user,
         # After its third session the first process exits, and counts
         # towards max_connections until it is reaped; otherwise it waits.
         deadline = time.monotonic() + 5
-        while not (session_pids(pg.proc.pid) == [] if n == 2 else
-                   all(waiting_for_client(p) for p in pids[-1])):
-            assert time.monotonic() < deadline, session_pids(pg.proc.pid)
+        while not (popgate_lib.session_pids(pg.proc.pid) == [] if n == 2
+                   else all(waiting_for_client(p) for p in pids[-1])):
+            assert time.monotonic() < deadline, \
+                popgate_lib.session_pids(pg.proc.pid)
             time.sleep(0.01)
     assert all(len(p) == 1 for p in pids), pids
     assert pids[0] == pids[1] == pids[2] != pids[3], pids

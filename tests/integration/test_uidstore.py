@@ -545,7 +545,7 @@ def test_store_holder_keeps_the_store_open(user, make_popgate):
     pg = make_popgate()
     path = pg.config["store"]["path"]
     holder = store_holder(pg)
-    assert holder in descendants(pg.proc.pid)
+    assert holder in popgate_lib.child_pids(pg.proc.pid)
     assert {path, path + "-shm"} <= open_files(holder)
     c = session(pg, user)
     ids = uidl(c)
@@ -580,7 +580,7 @@ def test_store_holder_lost_and_started_again(user, make_popgate):
     pg.signal(signal.SIGHUP)
     m = pg.wait_log(r"event=store_holder_started pid=(?!%d\b)(\d+)" % holder)
     assert m, pg.log()
-    assert int(m.group(1)) in descendants(pg.proc.pid)
+    assert int(m.group(1)) in popgate_lib.child_pids(pg.proc.pid)
     c = session(pg, user)
     assert uidl(c) == ids
     c.ok("QUIT")
@@ -610,9 +610,7 @@ def test_store_opened_while_the_upstream_lists(make_popgate):
             c.ok("USER " + fake.user)
             c.send(b"PASS " + fake.password.encode() + b"\r\n")
             assert fake.select_held.wait(10)
-            sessions = [p for p in descendants(pg.proc.pid)
-                        if "popgate-store" not in open("/proc/%d/comm"
-                                                       % p).read()]
+            sessions = popgate_lib.session_pids(pg.proc.pid)
             assert len(sessions) == 1, sessions
             deadline = time.monotonic() + 5
             while path not in open_files(sessions[0]):
@@ -657,22 +655,6 @@ def import_many(sandbox, user, messages):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def descendants(pid):
-    """Processes whose parent is PID (popgate's sessions), from /proc."""
-    kids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(entry))
-    return kids
-
-
 def test_X_C0008_kill_9_while_recording_10000_messages(user, make_popgate):
     """popgate (master and session) is killed with SIGKILL while the store
     records a snapshot of 10,000 new messages; after a restart the ids obey
@@ -694,7 +676,7 @@ def test_X_C0008_kill_9_while_recording_10000_messages(user, make_popgate):
         if rows > 0:
             break
         time.sleep(0.005)
-    sessions = descendants(pg.proc.pid)
+    sessions = popgate_lib.child_pids(pg.proc.pid)
     pg.signal(signal.SIGKILL)
     for pid in sessions:
         try:

@@ -1,12 +1,12 @@
 """The IMAP side: upstream TLS verification and bounded memory."""
 
-import os
 import time
 
 import pytest
 
 from messages import five, large
 from pop3client import RawPOP3, pop3_message
+from popgate import session_pids
 
 pytestmark = pytest.mark.popgate_only
 
@@ -69,17 +69,6 @@ def test_upstream_verify_off_is_explicit(user, sandbox, make_popgate):
     pg = make_popgate(tls_upstream(sandbox, verify=False))
     assert login_response(pg, user).startswith(b"+OK")
     assert "verif" in pg.log().lower()
-
-
-def session_pids(master):
-    pids = []
-    for task in os.listdir("/proc/%d/task" % master):
-        try:
-            with open("/proc/%d/task/%s/children" % (master, task)) as f:
-                pids += [int(p) for p in f.read().split()]
-        except OSError:
-            pass
-    return pids
 
 
 def rss_kib(pid):

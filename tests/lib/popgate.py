@@ -121,6 +121,36 @@ def check_config(path, binary=None, timeout=10):
     return res.returncode, res.stderr.decode(errors="replace")
 
 
+def child_pids(pid):
+    """The children of process PID, from /proc (none once it is gone)."""
+    pids = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return pids
+    for task in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def session_pids(master):
+    """The session processes of the popgate whose master is MASTER: its
+    children but the one that holds the store open (popgate-store)."""
+    pids = []
+    for child in child_pids(master):
+        try:
+            with open("/proc/%d/comm" % child) as f:
+                if f.read().strip() != "popgate-store":
+                    pids.append(child)
+        except OSError:  # gone meanwhile
+            pass
+    return pids
+
+
 class Popgate:
     """One popgate process with a generated configuration in DIRECTORY."""
 
