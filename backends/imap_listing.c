@@ -541,7 +541,6 @@ int imap_snapshot(struct backend *be, struct mail_snapshot *snap,
 	return 0;
 }
 
-
 int imap_reselect(struct imap_backend *ib, struct backend_error *err)
 {
 	char fbuf[128];

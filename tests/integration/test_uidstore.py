@@ -629,6 +629,7 @@ def test_store_opened_while_the_upstream_lists(make_popgate):
 
 
 def test_no_store_no_holder(make_popgate):
+    """Without a store (store.path = "") there is nothing to hold."""
     pg = make_popgate({"store": None})
     assert pg.stop() == 0
     assert "store_holder" not in pg.log()
