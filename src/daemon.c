@@ -578,24 +578,32 @@ static void drain_signal_pipe(void)
 		;
 }
 
+/*
+ * Sleep until a signal comes through the self-pipe (SIGCHLD, mostly),
+ * SLICE_MS pass or DEADLINE does: waking after a slice means a lost
+ * SIGCHLD cannot stall a stop.  False once DEADLINE has passed.
+ */
+static bool wait_signal(uint64_t deadline, int slice_ms)
+{
+	struct pollfd pfd = { .fd = signal_pipe[0], .events = POLLIN };
+	uint64_t left = monotime_left_ms(deadline);
+
+	if (left == 0)
+		return false;
+	if (poll(&pfd, 1, left > (uint64_t)slice_ms ? slice_ms : (int)left) > 0)
+		drain_signal_pipe();
+	return true;
+}
+
 /* Wait, reaping, until no child is left, the deadline passes or the
  * operator has sent more than SIGNALS stop signals. */
 static void wait_children(struct daemon *d, uint64_t deadline,
 			  sig_atomic_t signals)
 {
 	reap_children(d);
-	while (d->children.count > 0 && stop_signals <= signals) {
-		struct pollfd pfd = { .fd = signal_pipe[0], .events = POLLIN };
-		uint64_t left = monotime_left_ms(deadline);
-
-		if (left == 0)
-			break;
-		/* Wake at least once a second: a lost SIGCHLD cannot stall
-		 * the stop. */
-		if (poll(&pfd, 1, left > 1000 ? 1000 : (int)left) > 0)
-			drain_signal_pipe();
+	while (d->children.count > 0 && stop_signals <= signals &&
+	       wait_signal(deadline, 1000))
 		reap_children(d);
-	}
 }
 
 /* After the last session: the holder closes the store and exits. */
@@ -608,21 +616,12 @@ static void stop_store_holder(struct daemon *d)
 	if (pid < 0)
 		return;
 	kill(pid, SIGTERM);
-	for (;;) {
-		struct pollfd pfd = { .fd = signal_pipe[0], .events = POLLIN };
-		pid_t r = waitpid(pid, &status, WNOHANG);
-		uint64_t left = monotime_left_ms(deadline);
-
-		if (r != 0)
-			break;
-		if (left == 0) {
+	while (waitpid(pid, &status, WNOHANG) == 0) {
+		if (!wait_signal(deadline, 100)) {
 			kill(pid, SIGKILL);
 			(void)waitpid(pid, &status, 0);
 			break;
 		}
-		/* SIGCHLD wakes the poll; the bound covers a lost one. */
-		if (poll(&pfd, 1, left > 100 ? 100 : (int)left) > 0)
-			drain_signal_pipe();
 	}
 	store_holder_exited(d, status, true);
 }
