@@ -511,15 +511,11 @@ def open_files(pid):
 def wait_gone(pid, timeout=10.0):
     """True once PID has exited (bounded)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open("/proc/%d/stat" % pid) as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except OSError:
-            return True
+    while dovecot_lib.pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
-    return False
+    return True
 
 
 def records_in_file(path):
